@@ -1,0 +1,142 @@
+"""Result files with provenance, written atomically.
+
+A result file is JSON: ``{"experiment": ..., "provenance": {...}, "rows": {row_id: {...}}}``.
+Rows are added one at a time as they finish, so an interrupted run loses at most the row in
+progress and a rerun skips the rows already there (resumable runs). Every write goes to a
+temporary file in the same directory and is then renamed over the target, so a reader never
+sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + rename in the same directory)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+
+
+def git_commit() -> str:
+    """The current git commit of the course repository (``unknown`` outside a checkout)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10,
+                               cwd=Path(__file__).resolve().parent).stdout.strip()
+        return commit + ("+dirty" if dirty and commit != "unknown" else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment() -> dict[str, Any]:
+    """Machine and library versions, for a result file's provenance."""
+    import numpy
+    import torch
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def new_provenance(command: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Provenance for a result file started now: command, git commit, environment, time."""
+    return {
+        "command": command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": git_commit(),
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        **extra,
+    }
+
+
+class ResultFile:
+    """A resumable JSON result file: rows keyed by an id, saved atomically after each row."""
+
+    def __init__(self, path: Path | str, experiment: str, provenance: dict[str, Any]) -> None:
+        self.path = Path(path)
+        if self.path.exists():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{self.path} is not valid JSON ({exc}); move it away to start the run afresh"
+                ) from exc
+            if self.data.get("experiment") != experiment:
+                raise ValueError(
+                    f"{self.path} holds experiment {self.data.get('experiment')!r}, not {experiment!r}; "
+                    "pass another --out path"
+                )
+            self.data.setdefault("resumed", []).append(provenance)
+        else:
+            self.data = {"experiment": experiment, "provenance": provenance, "rows": {}}
+
+    def has(self, row_id: str) -> bool:
+        return row_id in self.data["rows"]
+
+    def get(self, row_id: str) -> dict[str, Any]:
+        return self.data["rows"][row_id]
+
+    def put(self, row_id: str, row: dict[str, Any]) -> None:
+        """Add or replace a row and save the file at once."""
+        self.data["rows"][row_id] = row
+        self.save()
+
+    def set(self, key: str, value: Any) -> None:
+        """Set a top-level entry (e.g. total wall time) and save."""
+        self.data[key] = value
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.data)
+
+
+def load_results(path: Path | str) -> dict[str, Any]:
+    """Read a result file written by :class:`ResultFile`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no result file at {path}: run the experiment's command to create it")
+    return json.loads(path.read_text())

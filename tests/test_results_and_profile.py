@@ -1,0 +1,54 @@
+"""kdlib.results (atomic, resumable result files) and kdlib.profile (the scale switch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdlib.profile import check_profile, current_profile
+from kdlib.results import ResultFile, atomic_write_json, load_results, new_provenance
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "r.json"
+    atomic_write_json(target, {"a": 1})
+    atomic_write_json(target, {"a": 2})
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert [p.name for p in target.parent.iterdir()] == ["r.json"]
+
+
+def test_result_file_resumes_rows(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    first = ResultFile(path, "demo", new_provenance("cmd"))
+    first.put("row1", {"accuracy": 0.9})
+    second = ResultFile(path, "demo", new_provenance("cmd again"))
+    assert second.has("row1") and not second.has("row2")
+    assert second.get("row1") == {"accuracy": 0.9}
+    second.put("row2", {"accuracy": 0.8})
+    stored = load_results(path)
+    assert stored["provenance"]["command"] == "cmd"
+    assert stored["resumed"][0]["command"] == "cmd again"
+    assert list(stored["rows"]) == ["row1", "row2"]
+    for key in ("git_commit", "environment", "started_utc"):
+        assert key in stored["provenance"]
+
+
+def test_result_file_refuses_another_experiment_and_bad_json(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    ResultFile(path, "demo", {}).put("x", {})
+    with pytest.raises(ValueError, match="holds experiment 'demo'"):
+        ResultFile(path, "other", {})
+    path.write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ResultFile(path, "demo", {})
+
+
+def test_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KDLIB_PROFILE", "FULL")
+    assert current_profile() == "full"
+    monkeypatch.delenv("KDLIB_PROFILE")
+    assert current_profile() == "quick"
+    with pytest.raises(ValueError, match="unknown profile 'huge'.*quick, full, paper"):
+        check_profile("huge")
