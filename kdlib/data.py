@@ -148,15 +148,21 @@ def verify_checksum(path: Path, expected: str, algorithm: str = "md5") -> None:
         )
 
 
+def how_to_fix(name: str) -> str:
+    return ("Fix it in one of two ways:\n"
+            f"  1. point KDLIB_DATA at a directory that holds {name} "
+            "(for this course's mirror: export KDLIB_DATA=../shared/data), or\n"
+            "  2. allow the download where a network exists: set KDLIB_DOWNLOAD=1 or pass download=True.")
+
+
 def missing_file_error(name: str, path: Path, dataset: str) -> DataError:
     """The error for a dataset file that is not where it should be."""
-    return DataError(
-        f"{dataset}: file {path.name!r} not found at {path} (data root {data_root()}).\n"
-        "Fix it in one of two ways:\n"
-        f"  1. point KDLIB_DATA at a directory that holds {name} "
-        "(for this course's mirror: export KDLIB_DATA=../shared/data), or\n"
-        "  2. allow the download where a network exists: set KDLIB_DOWNLOAD=1 or pass download=True."
-    )
+    return DataError(f"{dataset}: file {path.name!r} not found at {path}.\n{how_to_fix(name)}")
+
+
+def download_error(name: str, root: Path, dataset: str, exc: Exception) -> DataError:
+    """The error for a download that failed (no network, read-only folder, ...)."""
+    return DataError(f"{dataset} is not in {root} and downloading it failed ({exc}).\n{how_to_fix(name)}")
 
 
 def resolve_download(download: bool | None) -> bool:
@@ -206,7 +212,7 @@ def load_mnist(root: Path | str | None = None, download: bool | None = None) -> 
         try:
             download_mnist(root)
         except Exception as exc:  # no network, read-only root, ...
-            raise DataError(f"MNIST download into {root} failed ({exc}).") from exc
+            raise download_error("MNIST/raw/*-ubyte", root, "MNIST", exc) from exc
         missing = [p for p in missing if not p.exists()]
     if missing:
         raise missing_file_error("MNIST/raw/*-ubyte", missing[0], "MNIST")
@@ -313,7 +319,7 @@ def load_cifar10(root: Path | str | None = None, download: bool | None = None) -
 
             CIFAR10(root=str(root), train=True, download=True)
         except Exception as exc:
-            raise DataError(f"CIFAR-10 download into {root} failed ({exc}).") from exc
+            raise download_error("cifar-10-batches-py/ or cifar10-jpeg.tgz", root, "CIFAR-10", exc) from exc
     if batch_dir.exists():
         arrays = read_cifar_batches(batch_dir)
         source = f"original CIFAR-10 (torchvision's python batches, md5-verified) from {batch_dir}"

@@ -60,7 +60,7 @@ def test_missing_cifar10_message(tmp_path: Path) -> None:
 
 def copy_mnist(tmp_path: Path) -> Path:
     source = data.mnist_raw_dir(data.data_root())
-    if not source.exists():
+    if not (source / "train-images-idx3-ubyte").exists():
         pytest.skip("MNIST not found: set KDLIB_DATA to the course's data mirror")
     target = data.mnist_raw_dir(tmp_path)
     shutil.copytree(source, target)

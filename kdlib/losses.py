@@ -1,0 +1,137 @@
+"""The two losses of the course: softmax cross-entropy and the distillation loss.
+
+For logits ``z`` (student) and ``v`` (teacher) over ``C`` classes and a temperature ``T``:
+
+* ``softmax_cross_entropy(z, y) = -z_y + log sum_c exp(z_c)``, averaged over the batch; ``y`` is
+  a class index or a target distribution ``q`` (then ``-sum_c q_c log softmax(z)_c``).
+* ``kd_divergence(z, v, T) = KL(softmax(v / T) || softmax(z / T))``: the teacher's softened
+  distribution is the target; summed over classes, averaged over the batch ("batchmean").
+* ``distillation_loss = alpha * CE(z, y) + (1 - alpha) * T**2 * KL``: ``alpha`` weighs the hard
+  labels (``alpha = 1``: ordinary training; ``alpha = 0``: the teacher alone). The ``T**2``
+  keeps the gradient of the KD term on the same scale as ``T`` changes (Hinton et al., 2015):
+  the gradient of the KL term alone shrinks like ``1 / T**2``.
+
+Every function checks its inputs and raises a ``ValueError`` that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def check_logits(name: str, logits: Tensor) -> None:
+    """Logits must be a finite floating-point tensor of shape ``(batch, classes)``."""
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {type(logits).__name__} "
+                         f"{getattr(logits, 'dtype', '')}")
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"{name} must have shape (batch, classes) with at least 2 classes, "
+                         f"got {tuple(logits.shape)}")
+    if not torch.isfinite(logits).all():
+        raise ValueError(f"{name} contains NaN or infinite values: check the model's outputs "
+                         "(a too-large learning rate often causes this)")
+
+
+def check_temperature(temperature: float) -> float:
+    """A temperature must be a finite number greater than 0."""
+    t = float(temperature)
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r} "
+                         "(T = 1 is the ordinary softmax; T > 1 softens it)")
+    return t
+
+
+def check_alpha(alpha: float) -> float:
+    """The hard-label weight ``alpha`` must lie in [0, 1]."""
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1] (1: hard labels only, 0: teacher only), got {alpha!r}")
+    return a
+
+
+def check_targets(targets: Tensor, logits: Tensor) -> None:
+    """Targets are class indices ``(batch,)`` (int64) or distributions ``(batch, classes)``."""
+    batch, classes = logits.shape
+    if not isinstance(targets, Tensor):
+        raise ValueError(f"targets must be a tensor, got {type(targets).__name__}")
+    if targets.is_floating_point():
+        if targets.shape != logits.shape:
+            raise ValueError(f"soft targets must have the logits' shape {tuple(logits.shape)}, "
+                             f"got {tuple(targets.shape)}")
+        sums = targets.sum(dim=1)
+        if (targets < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+            raise ValueError("soft targets must be probability distributions: non-negative rows summing to 1")
+        return
+    if targets.dtype != torch.int64:
+        raise ValueError(f"hard targets must be int64 class indices, got {targets.dtype} "
+                         "(use labels.long())")
+    if targets.shape != (batch,):
+        raise ValueError(f"hard targets must have shape ({batch},), one class index per row, "
+                         f"got {tuple(targets.shape)}")
+    if batch and (targets.min() < 0 or targets.max() >= classes):
+        raise ValueError(f"targets must be class indices in [0, {classes - 1}], "
+                         f"got values from {targets.min().item()} to {targets.max().item()}")
+
+
+def softmax_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean log-loss ``-z_y + log sum_c exp(z_c)`` for hard labels or soft target distributions."""
+    check_logits("logits", logits)
+    check_targets(targets, logits)
+    log_probs = F.log_softmax(logits, dim=1)
+    if targets.is_floating_point():
+        return -(targets * log_probs).sum(dim=1).mean()
+    return -log_probs.gather(1, targets.unsqueeze(1)).mean()
+
+
+def kd_divergence(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``KL(p_teacher^T || p_student^T)`` of temperature-softened softmaxes, batch-mean, unscaled."""
+    t = check_temperature(temperature)
+    check_logits("student_logits", student_logits)
+    check_logits("teacher_logits", teacher_logits)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student and teacher logits must have the same shape, got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    log_p_student = F.log_softmax(student_logits / t, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits / t, dim=1)
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1).mean()
+
+
+def distillation_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    targets: Tensor | None,
+    temperature: float,
+    alpha: float,
+) -> Tensor:
+    """``alpha * cls_loss + (1 - alpha) * T**2 * div_loss``, the report's ``cls_loss + div_loss``.
+
+    ``targets`` may be ``None`` only when ``alpha == 0`` (a student taught by the teacher alone,
+    with no ground-truth labels).
+    """
+    a = check_alpha(alpha)
+    t = check_temperature(temperature)
+    kd = kd_divergence(student_logits, teacher_logits, t)
+    if targets is None:
+        if a != 0.0:
+            raise ValueError("targets are needed unless alpha == 0 (teacher-only distillation)")
+        return (t * t) * kd
+    return a * softmax_cross_entropy(student_logits, targets) + (1.0 - a) * (t * t) * kd
+
+
+class DistillationLoss(nn.Module):
+    """:func:`distillation_loss` as a module with fixed ``temperature`` and ``alpha``."""
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.5) -> None:
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.alpha = check_alpha(alpha)
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | None) -> Tensor:
+        return distillation_loss(student_logits, teacher_logits, targets, self.temperature, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, alpha={self.alpha}"

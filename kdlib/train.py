@@ -1,0 +1,177 @@
+"""One training loop for ordinary training and for offline distillation.
+
+The whole training set is a tensor in memory; each step draws a mini-batch by indexing it with a
+slice of a random permutation, so there is no per-sample Python. In offline distillation the
+teacher's logits are computed once, before training, as a tensor ``teacher_logits`` whose row
+``i`` belongs to training example ``i``; the loop indexes inputs, labels and teacher logits with
+the *same* index tensor, so shuffling can never misalign them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from kdlib.losses import check_alpha, check_temperature, distillation_loss, softmax_cross_entropy
+
+BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
+"""Turns a stored batch (e.g. uint8 images) into network input (e.g. augmented, normalised floats)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run.
+
+    ``alpha`` is the weight of the hard-label loss: 1 trains on the labels alone (no teacher
+    needed), 0 on the teacher alone, in between mixes the two (:func:`kdlib.losses.distillation_loss`).
+    """
+
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    temperature: float = 1.0
+    alpha: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        check_temperature(self.temperature)
+        check_alpha(self.alpha)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a dict, rejecting unknown keys with the list of known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}: known keys are {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainLog:
+    """What a training run measured: wall time, throughput and the mean loss of each epoch."""
+
+    wall_s: float
+    samples_per_s: float
+    epoch_losses: list[float]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+
+
+def check_aligned(inputs: Tensor, labels: Tensor | None, teacher_logits: Tensor | None) -> None:
+    n = len(inputs)
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{n} inputs but {len(labels)} labels: they must be aligned row by row")
+    if teacher_logits is not None and len(teacher_logits) != n:
+        raise ValueError(f"{n} inputs but {len(teacher_logits)} rows of teacher logits: compute them "
+                         "with predict_logits(teacher, inputs) on the same training tensor")
+
+
+def train(
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor | None,
+    config: TrainConfig,
+    teacher_logits: Tensor | None = None,
+    batch_transform: BatchTransform | None = None,
+    progress: bool = False,
+) -> TrainLog:
+    """Train ``model`` in place on ``(inputs, labels)``, distilling from ``teacher_logits`` if given.
+
+    * ``teacher_logits is None``: ordinary training with the softmax cross-entropy (``alpha``
+      must then be 1).
+    * otherwise: the distillation loss with ``config.temperature`` and ``config.alpha``;
+      ``labels`` may be ``None`` when ``alpha == 0`` (labels from the teacher alone).
+    """
+    check_aligned(inputs, labels, teacher_logits)
+    if teacher_logits is None and config.alpha != 1.0:
+        raise ValueError(f"alpha={config.alpha} mixes in a teacher, but no teacher_logits were given")
+    if labels is None and config.alpha != 0.0:
+        raise ValueError("labels are needed unless alpha == 0 (training on the teacher's outputs alone)")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = -(-len(inputs) // config.batch_size)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
+                 if config.lr_schedule == "cosine" else None)
+    model.train()
+    epoch_losses = []
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(inputs), generator=generator)
+        total, count = torch.zeros(()), 0
+        for idx in tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                        disable=not progress, leave=False):
+            x = inputs[idx]
+            if batch_transform is not None:
+                x = batch_transform(x, generator)
+            logits = model(x)
+            if teacher_logits is None:
+                loss = softmax_cross_entropy(logits, labels[idx])  # type: ignore[index]
+            else:
+                loss = distillation_loss(logits, teacher_logits[idx],
+                                         None if labels is None else labels[idx],
+                                         config.temperature, config.alpha)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss.detach() * len(idx)
+            count += len(idx)
+        epoch_losses.append(total.item() / count)
+    wall = time.perf_counter() - start
+    return TrainLog(wall_s=wall, samples_per_s=config.epochs * len(inputs) / wall, epoch_losses=epoch_losses)
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, inputs: Tensor, batch_size: int = 1000,
+                   batch_transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """The model's logits for every row of ``inputs``, in eval mode and without gradients.
+
+    Row ``i`` of the result belongs to ``inputs[i]``: this is how a frozen teacher's outputs are
+    precomputed for offline distillation. The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = []
+        for start in range(0, len(inputs), batch_size):
+            x = inputs[start:start + batch_size]
+            outputs.append(model(batch_transform(x) if batch_transform is not None else x))
+        return torch.cat(outputs)
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int = 1000,
+             batch_transform: Callable[[Tensor], Tensor] | None = None) -> float:
+    """Fraction of ``inputs`` whose arg-max prediction equals the label."""
+    logits = predict_logits(model, inputs, batch_size, batch_transform)
+    return (logits.argmax(dim=1) == labels).float().mean().item()
