@@ -96,9 +96,10 @@ def new_provenance(command: str | None = None, **extra: Any) -> dict[str, Any]:
 class ResultFile:
     """A resumable JSON result file: rows keyed by an id, saved atomically after each row."""
 
-    def __init__(self, path: Path | str, experiment: str, provenance: dict[str, Any]) -> None:
-        self.path = Path(path)
-        if self.path.exists():
+    def __init__(self, path: Path | str | None, experiment: str, provenance: dict[str, Any]) -> None:
+        """Open (resume) or start the file at ``path``; with ``path=None`` rows stay in memory."""
+        self.path = Path(path) if path is not None else None
+        if self.path is not None and self.path.exists():
             try:
                 self.data = json.loads(self.path.read_text())
             except json.JSONDecodeError as exc:
@@ -131,7 +132,8 @@ class ResultFile:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.data)
+        if self.path is not None:
+            atomic_write_json(self.path, self.data)
 
 
 def load_results(path: Path | str) -> dict[str, Any]:

@@ -1,0 +1,38 @@
+"""Command-line runner: ``python -m kdlib.experiments mnist --profile full``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from kdlib.experiments import RESULTS_DIR
+from kdlib.profile import PROFILES, current_profile
+
+EXPERIMENTS = ("mnist",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdlib.experiments",
+                                     description="Run (or resume) an experiment of the course.")
+    parser.add_argument("experiment", choices=EXPERIMENTS)
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="scale (default: KDLIB_PROFILE, else quick)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: results/<experiment>_<profile>.json); "
+                             "rows already in it are not recomputed")
+    args = parser.parse_args(argv)
+    profile = args.profile or current_profile()
+    out = args.out or RESULTS_DIR / f"{args.experiment}_{profile}.json"
+    command = "python -m kdlib.experiments " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.experiment == "mnist":
+        from kdlib.experiments.mnist import run_mnist
+
+        data = run_mnist(profile, out=out, command=command)
+    print(f"wrote {out} ({len(data['rows'])} rows, {data['wall_s']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""kdlib.train and kdlib.models: the loop learns, teacher outputs stay aligned, bad configs fail clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kdlib.models import count_parameters, mlp
+from kdlib.train import TrainConfig, accuracy, predict_logits, train
+
+
+def toy_problem(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 4, 4, generator=g)
+    y = (x.flatten(1)[:, :3].sum(1) > 0).long() + (x.flatten(1)[:, 3] > 1).long()
+    return x, y
+
+
+def test_mlp_shapes_and_parameter_counts() -> None:
+    teacher, student = mlp([1200, 1200]), mlp([50])
+    assert teacher(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert count_parameters(teacher) == 784 * 1200 + 1200 + 1200 * 1200 + 1200 + 1200 * 10 + 10
+    assert count_parameters(student) == 784 * 50 + 50 + 50 * 10 + 10
+    with pytest.raises(ValueError, match="hidden"):
+        mlp([])
+    with pytest.raises(ValueError, match="dropout"):
+        mlp([10], dropout=1.0)
+
+
+def test_training_learns_a_toy_problem() -> None:
+    x, y = toy_problem()
+    model = mlp([32], in_features=16, num_classes=3)
+    before = accuracy(model, x, y)
+    log = train(model, x, y, TrainConfig(epochs=20, batch_size=32, lr=0.05))
+    assert log.epoch_losses[-1] < log.epoch_losses[0]
+    assert accuracy(model, x, y) > max(before, 0.85)
+
+
+def test_precomputed_teacher_logits_stay_aligned_under_shuffling() -> None:
+    x, _ = toy_problem(100)
+    teacher = mlp([8], in_features=16, num_classes=3)
+    stored = predict_logits(teacher, x, batch_size=7)
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.allclose(stored[order], teacher.eval()(x[order]), atol=1e-6)
+
+
+def test_predict_logits_uses_eval_mode_and_restores_it() -> None:
+    x, _ = toy_problem(64)
+    model = mlp([16], in_features=16, num_classes=3, dropout=0.5)
+    model.train()
+    first, second = predict_logits(model, x), predict_logits(model, x)
+    assert torch.equal(first, second)  # dropout off: deterministic
+    assert model.training and not first.requires_grad
+
+
+def test_distilling_from_the_teacher_alone_copies_it() -> None:
+    x, _ = toy_problem()
+    teacher = mlp([32], in_features=16, num_classes=3)
+    train(teacher, x, toy_problem()[1], TrainConfig(epochs=10, lr=0.05))
+    soft = predict_logits(teacher, x)
+    student = mlp([32], in_features=16, num_classes=3)
+    train(student, x, None, TrainConfig(epochs=20, lr=0.05, alpha=0.0, temperature=2.0), teacher_logits=soft)
+    agreement = (predict_logits(student, x).argmax(1) == soft.argmax(1)).float().mean().item()
+    assert agreement > 0.9
+
+
+def test_same_seed_same_result() -> None:
+    x, y = toy_problem(128)
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = mlp([8], in_features=16, num_classes=3)
+        results.append(train(model, x, y, TrainConfig(epochs=2, seed=5)).epoch_losses)
+    assert results[0] == results[1]
+
+
+def test_bad_configs_and_misaligned_inputs() -> None:
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
+    with pytest.raises(ValueError, match="temperature"):
+        TrainConfig(temperature=0)
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+    x, y = toy_problem(64)
+    model = mlp([8], in_features=16, num_classes=3)
+    with pytest.raises(ValueError, match="64 inputs but 63 labels"):
+        train(model, x, y[:-1], TrainConfig())
+    with pytest.raises(ValueError, match="rows of teacher logits"):
+        train(model, x, y, TrainConfig(alpha=0.5), teacher_logits=torch.zeros(10, 3))
+    with pytest.raises(ValueError, match="no teacher_logits"):
+        train(model, x, y, TrainConfig(alpha=0.5))
+    with pytest.raises(ValueError, match="labels are needed"):
+        train(model, x, None, TrainConfig(alpha=0.5), teacher_logits=torch.zeros(64, 3))
