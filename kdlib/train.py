@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from kdlib.losses import check_alpha, check_temperature, distillation_loss, softmax_cross_entropy
 

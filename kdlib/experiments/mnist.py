@@ -262,3 +262,70 @@ def teacher_accuracy(data: dict[str, Any]) -> pd.Series:
     """The teacher's test accuracy (%) for each seed."""
     return pd.Series({r["seed"]: 100 * r["accuracy"] for r in data["rows"].values()
                       if r.get("kind") == "teacher"}, name="teacher accuracy %")
+
+
+def alpha_temperature_sweep(alphas: list[float], temperatures: list[float], profile: str = "quick",
+                            hidden: int = 300, epochs: int = 3, seed: int = 0,
+                            dataset: ImageDataset | None = None) -> pd.DataFrame:
+    """Test accuracy of a ``784-hidden-10`` student for each (alpha, T), from one frozen teacher.
+
+    ``alpha = 1`` ignores the teacher (so T plays no part); ``alpha = 0`` ignores the labels.
+    """
+    scale = SCALES[check_profile(profile)]
+    dataset = dataset if dataset is not None else load_mnist()
+    x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
+    torch.set_num_threads(scale.threads)
+    teacher, _ = train_teacher(x_train, y_train, seed)
+    teacher_logits = predict_logits(teacher, x_train)
+    rows = []
+    for alpha in alphas:
+        for temperature in temperatures:
+            config = TrainConfig(epochs=epochs, batch_size=32, lr=STUDENT_LR, lr_schedule="cosine",
+                                 temperature=temperature, alpha=alpha, seed=seed)
+            torch.manual_seed(seed)
+            student = mlp([hidden])
+            train(student, x_train, y_train, config, teacher_logits=None if alpha == 1.0 else teacher_logits)
+            rows.append({"alpha": alpha, "temperature": temperature,
+                         "accuracy_pct": 100 * accuracy(student, x_test, y_test)})
+    return pd.DataFrame(rows)
+
+
+def load_published() -> dict[str, Any]:
+    """The committed full-profile result file ``results/mnist_full.json``."""
+    import json
+
+    return json.loads(published_file("mnist_full.json").read_text())
+
+
+def plot_accuracy(data: dict[str, Any]):
+    """Accuracy against student width and against temperature, KD and no-KD, seed error bars."""
+    import matplotlib.pyplot as plt
+
+    kd, nokd = student_rows(data, "kd"), student_rows(data, "nokd")
+    base = dict(temperature=3.5, epochs=3, batch_size=32)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for frame, label, marker in ((kd, "KD (alpha = 0.5)", "o"), (nokd, "no KD (labels only)", "s")):
+        sel = frame[(frame.epochs == 3) & (frame.batch_size == 32)]
+        if label.startswith("KD"):
+            sel = sel[sel.temperature == base["temperature"]]
+        stats = sel.groupby("hidden").accuracy.agg(["mean", "std"]).fillna(0) * 100
+        left.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt=marker + "-", capsize=3, label=label)
+    left.set_xscale("log")
+    left.set_xticks([50, 300, 600], ["50", "300", "600"])
+    left.set_xlabel("student hidden units")
+    left.set_ylabel("test accuracy (%)")
+    left.set_title("Accuracy grows with the student's width")
+    sel = kd[(kd.hidden == 300) & (kd.epochs == 3) & (kd.batch_size == 32)]
+    stats = sel.groupby("temperature").accuracy.agg(["mean", "std"]).fillna(0) * 100
+    right.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt="o-", capsize=3, label="KD, 300 units")
+    plain = nokd[(nokd.hidden == 300) & (nokd.epochs == 3) & (nokd.batch_size == 32)].accuracy * 100
+    right.axhline(plain.mean(), color="gray", ls="--", label="no KD, 300 units")
+    right.set_xscale("log")
+    right.set_xticks([1, 3.5, 10], ["1", "3.5", "10"])
+    right.set_xlabel("temperature T")
+    right.set_title("Effect of the temperature")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+    fig.suptitle("MNIST students (mean and standard deviation over seeds)")
+    fig.tight_layout()
+    return fig

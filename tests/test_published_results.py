@@ -1,0 +1,50 @@
+"""The committed result files: complete, with provenance, and as good as the report claims."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdlib.experiments import RESULTS_DIR
+from kdlib.experiments import mnist
+
+PROVENANCE_FIELDS = ("command", "git_commit", "started_utc", "environment", "profile", "scale", "data_source")
+
+
+@pytest.fixture(scope="module")
+def published() -> dict:
+    path = RESULTS_DIR / "mnist_full.json"
+    assert path.exists(), "results/mnist_full.json is missing: python -m kdlib.experiments mnist --profile full"
+    return json.loads(path.read_text())
+
+
+def test_every_row_and_seed_is_present(published: dict) -> None:
+    seeds = published["provenance"]["scale"]["seeds"]
+    assert published["provenance"]["profile"] == "full" and len(seeds) >= 3
+    expected = {spec.row_id(kind, seed) for kind, spec, seed in mnist.planned_runs(tuple(seeds))}
+    expected |= {f"teacher/seed{seed}" for seed in seeds}
+    assert expected <= set(published["rows"])
+    for row in published["rows"].values():
+        assert 0.0 < row["accuracy"] <= 1.0 and row["train_wall_s"] > 0
+    assert set(published["inference"]) == {"teacher", "h50", "h300", "h600"}
+
+
+def test_provenance_fields(published: dict) -> None:
+    for field in PROVENANCE_FIELDS:
+        assert field in published["provenance"], field
+    env = published["provenance"]["environment"]
+    for field in ("torch", "numpy", "python", "cpu_count", "torch_threads"):
+        assert field in env, field
+    assert published["provenance"]["command"].startswith("python -m kdlib.experiments mnist")
+
+
+def test_students_reach_the_reported_accuracy(published: dict) -> None:
+    ours = mnist.summary_table(published)
+    paper = mnist.paper_table1()
+    shortfall = paper.accuracy_pct - 0.5 - ours.kd_accuracy_pct
+    assert (shortfall <= 0).all(), ours.assign(paper=paper.accuracy_pct)[shortfall > 0]
+
+
+def test_teacher_reaches_the_reported_accuracy(published: dict) -> None:
+    assert mnist.teacher_accuracy(published).mean() >= 97.41 - 0.5
