@@ -1,12 +1,14 @@
 """Checkers for the exercises: call one on your answer and it tells you at once if it is right.
 
-Each checker prints a one-line verdict (``Correct: ...`` or ``Not yet: ...`` with a hint) and
-returns ``True`` or ``False``, so it can also be used in an instructor's grading script.
+Each checker returns a :class:`Verdict`: a notebook shows it as one line (``Correct: ...`` or
+``Not yet: ...`` with a hint), and ``bool(verdict)`` is ``True`` or ``False``, so an instructor's
+grading script can use the same checkers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,9 +17,22 @@ from torch import Tensor
 from kdlib.losses import kd_divergence
 
 
-def verdict(ok: bool, good: str, hint: str) -> bool:
-    print(f"Correct: {good}" if ok else f"Not yet: {hint}")
-    return ok
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a check: true or false, with a message for the student."""
+
+    ok: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return self.message
+
+
+def verdict(ok: bool, good: str, hint: str) -> Verdict:
+    return Verdict(ok, f"Correct: {good}" if ok else f"Not yet: {hint}")
 
 
 def sample_logits(seed: int = 0, batch: int = 8, classes: int = 10) -> tuple[Tensor, Tensor]:
@@ -35,7 +50,7 @@ def run_answer(fn: Callable[..., object], *args: object) -> object:
         return exc
 
 
-def check_softened_softmax(fn: Callable[[Tensor, float], Tensor]) -> bool:
+def check_softened_softmax(fn: Callable[[Tensor, float], Tensor]) -> Verdict:
     """Exercise: ``fn(logits, T)`` returns the temperature-softened softmax, row by row."""
     logits, _ = sample_logits()
     for temperature in (0.5, 1.0, 3.5, 20.0):
@@ -55,7 +70,7 @@ def check_softened_softmax(fn: Callable[[Tensor, float], Tensor]) -> bool:
     return verdict(True, "softmax(z / T) matches at T = 0.5, 1, 3.5 and 20.", "")
 
 
-def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
+def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
     """Exercise: ``fn(student_logits, teacher_logits, T)`` returns ``T**2 * KL(p_t || p_s)`` (batch mean)."""
     student, teacher = sample_logits(1)
     for temperature in (1.0, 4.0):
@@ -83,7 +98,7 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> bool:
     return verdict(True, "T^2 * KL(teacher || student), batch mean, matches at T = 1 and 4.", "")
 
 
-def check_flops(answer: int, hidden: int, in_features: int = 784, classes: int = 10) -> bool:
+def check_flops(answer: int, hidden: int, in_features: int = 784, classes: int = 10) -> Verdict:
     """Exercise: FLOPs per example of ``in_features-hidden-classes`` (multiply-add = 2 FLOPs)."""
     expected = 2 * (in_features * hidden + hidden * classes)
     if answer == expected:
@@ -93,14 +108,14 @@ def check_flops(answer: int, hidden: int, in_features: int = 784, classes: int =
     return verdict(False, "", "count 2 FLOPs for each weight of each linear layer (biases are free).")
 
 
-def check_close(answer: float, expected: float, name: str, rtol: float = 1e-3) -> bool:
+def check_close(answer: float, expected: float, name: str, rtol: float = 1e-3) -> Verdict:
     """Exercise with a numerical answer: ``answer`` within relative ``rtol`` of ``expected``."""
     ok = bool(np.isfinite(answer)) and abs(answer - expected) <= rtol * abs(expected)
     return verdict(ok, f"{name} = {expected:.6g}.", f"{name} should be about {expected:.3g}, "
                    f"not {answer:.6g}: re-read the definition and check each expectation.")
 
 
-def check_crossover_n(answer: float, problem, losses: np.ndarray, teacher: np.ndarray) -> bool:
+def check_crossover_n(answer: float, problem, losses: np.ndarray, teacher: np.ndarray) -> Verdict:
     """Exercise: the sample size below which a fixed teacher's E[Delta^2] beats one-hot labels'."""
     from kdlib import theory
 
