@@ -42,6 +42,7 @@ class TrainConfig:
     temperature: float = 1.0
     alpha: float = 1.0
     seed: int = 0
+    mixed_precision: bool = False  # bfloat16 autocast (on a GPU)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -101,16 +102,26 @@ def train(
     teacher_logits: Tensor | None = None,
     batch_transform: BatchTransform | None = None,
     progress: bool = False,
+    teacher: nn.Module | None = None,
 ) -> TrainLog:
-    """Train ``model`` in place on ``(inputs, labels)``, distilling from ``teacher_logits`` if given.
+    """Train ``model`` in place on ``(inputs, labels)``, distilling from a teacher if one is given.
 
-    * ``teacher_logits is None``: ordinary training with the softmax cross-entropy (``alpha``
-      must then be 1).
-    * otherwise: the distillation loss with ``config.temperature`` and ``config.alpha``;
-      ``labels`` may be ``None`` when ``alpha == 0`` (labels from the teacher alone).
+    * no teacher: ordinary training with the softmax cross-entropy (``alpha`` must then be 1);
+    * ``teacher_logits``: precomputed logits of a frozen teacher, row ``i`` for ``inputs[i]``
+      (offline distillation without data augmentation);
+    * ``teacher``: a frozen teacher run in eval mode, without gradients, on each transformed
+      batch (needed when ``batch_transform`` augments the data, so that teacher and student see
+      the same augmented images).
+
+    With a teacher the loss is the distillation loss with ``config.temperature`` and
+    ``config.alpha``; ``labels`` may be ``None`` when ``alpha == 0`` (labels from the teacher alone).
     """
     check_aligned(inputs, labels, teacher_logits)
-    if teacher_logits is None and config.alpha != 1.0:
+    if teacher is not None and teacher_logits is not None:
+        raise ValueError("give either teacher_logits (precomputed) or teacher (run per batch), not both")
+    if teacher is not None:
+        teacher.eval()
+    if teacher_logits is None and teacher is None and config.alpha != 1.0:
         raise ValueError(f"alpha={config.alpha} mixes in a teacher, but no teacher_logits were given")
     if labels is None and config.alpha != 0.0:
         raise ValueError("labels are needed unless alpha == 0 (training on the teacher's outputs alone)")
@@ -125,18 +136,24 @@ def train(
     start = time.perf_counter()
     for epoch in range(config.epochs):
         order = torch.randperm(len(inputs), generator=generator)
-        total, count = torch.zeros(()), 0
+        total, count = torch.zeros((), device=inputs.device), 0
         for idx in tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
                         disable=not progress, leave=False):
             x = inputs[idx]
             if batch_transform is not None:
                 x = batch_transform(x, generator)
-            logits = model(x)
-            if teacher_logits is None:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision):
+                logits = model(x).float()
+                if teacher is not None:
+                    with torch.inference_mode():
+                        soft = teacher(x).float()
+                    soft = soft.clone()  # an inference tensor cannot be saved for backward
+                elif teacher_logits is not None:
+                    soft = teacher_logits[idx]
+            if teacher is None and teacher_logits is None:
                 loss = softmax_cross_entropy(logits, labels[idx])  # type: ignore[index]
             else:
-                loss = distillation_loss(logits, teacher_logits[idx],
-                                         None if labels is None else labels[idx],
+                loss = distillation_loss(logits, soft, None if labels is None else labels[idx],
                                          config.temperature, config.alpha)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

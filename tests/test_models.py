@@ -37,3 +37,19 @@ def test_bad_arguments() -> None:
         cifar_resnet([1, 1, 1, 1], stride=0)
     with pytest.raises(ValueError, match="'bottleneck' or 'basic'"):
         cifar_resnet([1, 1, 1, 1], block="dense")
+
+
+def test_batch_crop_flip_matches_per_image_definition() -> None:
+    from kdlib.augment import random_crop_flip
+
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    out = random_crop_flip(images, torch.Generator().manual_seed(0), padding=2)
+    g = torch.Generator().manual_seed(0)
+    offsets = torch.randint(0, 5, (2, 16), generator=g)
+    flips = torch.rand(16, generator=g) < 0.5
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for i in range(16):
+        crop = padded[i, :, offsets[0, i]:offsets[0, i] + 8, offsets[1, i]:offsets[1, i] + 8]
+        if flips[i]:
+            crop = crop.flip(-1)
+        assert torch.equal(out[i], crop)

@@ -1,4 +1,4 @@
-"""Command-line runner: ``python -m kdlib.experiments mnist --profile full``."""
+"""Command-line runner: ``python -m kdlib.experiments {mnist,cifar10} --profile full``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from kdlib.experiments import RESULTS_DIR
 from kdlib.profile import PROFILES, current_profile
 
-EXPERIMENTS = ("mnist",)
+EXPERIMENTS = ("mnist", "cifar10")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         from kdlib.experiments.mnist import run_mnist
 
         data = run_mnist(profile, out=out, command=command)
+    else:
+        from kdlib.experiments.cifar import run_cifar
+
+        data = run_cifar(profile, out=out, command=command)
     print(f"wrote {out} ({len(data['rows'])} rows, {data['wall_s']:.0f} s in all)")
     return 0
 

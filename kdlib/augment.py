@@ -1,0 +1,45 @@
+"""Data augmentation on whole batches, as tensor operations (no per-image Python).
+
+``random_crop_flip`` does what torchvision's per-image ``RandomCrop(32, padding=4)`` and
+``RandomHorizontalFlip()`` do, for a whole uint8 batch at once: pad with zeros, pick one random
+offset per image, gather the crops with one advanced-indexing call, and mirror a random half.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kdlib.data import normalize
+
+
+def random_crop_flip(images: Tensor, generator: torch.Generator, padding: int = 4) -> Tensor:
+    """Random crops (zero padding ``padding``) and horizontal flips of a batch ``(N, C, H, W)``."""
+    if images.dim() != 4:
+        raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(images.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+    rows = (offsets[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    across = torch.arange(w, device=images.device)
+    across = torch.where(flip[:, None], w - 1 - across, across)  # a flipped crop reads right to left
+    cols = (offsets[1][:, None] + across)[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+class ImageBatchTransform:
+    """uint8 batch -> (augmented) normalised float batch, in ``channels_last`` memory format."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], augment: bool) -> None:
+        self.mean, self.std, self.augment = mean, std, augment
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if self.augment:
+            if generator is None:
+                raise ValueError("augmentation needs a random generator")
+            images = random_crop_flip(images, generator)
+        return normalize(images, self.mean, self.std).contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,289 @@
+"""Table 2 of the report: CIFAR-10, a ResNet-50-style teacher distilled into smaller ResNets.
+
+Each row of the table is a :class:`CifarRow`: the student's blocks per stage, the stride of its
+first stage, whether the KD loss is used, and whether it trains on the reduced set (the report's
+first 500 training images of each class; a tenth of the training set in every profile). The teacher (blocks [3, 4, 6, 3], bottleneck blocks) is
+trained once per seed, saved, and reused frozen for every student: offline distillation. Data
+augmentation (random crops and flips) is applied to whole batches; the frozen teacher is run on
+each augmented batch so that teacher and student see the same images.
+
+The report does not say what its "Baseline" student is. Its abstract names ResNet-50 and
+ResNet-18, and every other row is a variation of the bottleneck design; we take the baseline to
+be a ResNet-18 (basic blocks [2, 2, 2, 2]), the standard small ResNet, distilled like the others.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from kdlib.augment import ImageBatchTransform
+from kdlib.bench import cost_ratios, inference_cost
+from kdlib.data import ImageDataset, cache_dir, load_cifar10
+from kdlib.experiments import published_file
+from kdlib.models import cifar_resnet
+from kdlib.profile import check_profile
+from kdlib.results import ResultFile, atomic_write_bytes, new_provenance
+from kdlib.train import TrainConfig, accuracy, train
+
+TEACHER_BLOCKS = (3, 4, 6, 3)
+
+
+@dataclass(frozen=True)
+class CifarRow:
+    """One row of Table 2."""
+
+    name: str
+    blocks: tuple[int, ...]
+    block: str = "bottleneck"
+    stride: int = 1
+    kd: bool = True
+    reduced: bool = False  # train on the reduced set (first images of each class) instead
+
+    @property
+    def architecture(self) -> str:
+        return f"{self.block}{list(self.blocks)}_s{self.stride}".replace(" ", "")
+
+    def row_id(self, seed: int) -> str:
+        data = "reduced" if self.reduced else "full"
+        return f"{self.architecture}/{'kd' if self.kd else 'nokd'}/{data}/seed{seed}"
+
+
+TABLE2: tuple[CifarRow, ...] = (
+    CifarRow("Baseline", (2, 2, 2, 2), block="basic"),
+    CifarRow("Blocks = [1, 1, 1, 1]", (1, 1, 1, 1)),
+    CifarRow("Blocks = [2, 2, 0, 0]", (2, 2, 0, 0)),
+    CifarRow("Blocks = [1, 1, 0, 0]", (1, 1, 0, 0)),
+    CifarRow("Blocks = [1, 1, 1, 1], Stride = 2", (1, 1, 1, 1), stride=2),
+    CifarRow("Blocks = [1, 1, 1, 1], Stride = 4", (1, 1, 1, 1), stride=4),
+    CifarRow("Ideal with no KD loss", (1, 1, 1, 1), stride=2, kd=False),
+    CifarRow("Ideal on reduced train set", (1, 1, 1, 1), stride=2, reduced=True),
+    CifarRow("Ideal on reduced train set with no KD loss", (1, 1, 1, 1), stride=2, kd=False, reduced=True),
+)
+
+
+@dataclass(frozen=True)
+class CifarScale:
+    """How big a CIFAR-10 run is in a profile."""
+
+    width: float  # channel multiplier of every network (1.0: the real ResNets)
+    teacher_epochs: int
+    student_epochs: int
+    reduced_epochs: int  # epochs on the reduced set (it has 10x fewer images per epoch)
+    train_size: int | None  # None: all 50,000 training images (else the first train_size/10 per class)
+    reduced_per_class: int  # size of the reduced set per class (the report: 500)
+    test_size: int | None  # None: all 10,000 test images
+    seeds: tuple[int, ...]
+    batch_size: int = 128
+    lr: float = 0.05
+    threads: int = 2
+    timing_repeats: int = 20
+
+
+SCALES: dict[str, CifarScale] = {
+    "quick": CifarScale(width=0.125, teacher_epochs=3, student_epochs=1, reduced_epochs=10,
+                        train_size=5_000, test_size=2_000, reduced_per_class=50, seeds=(0,), timing_repeats=5),
+    "full": CifarScale(width=0.125, teacher_epochs=8, student_epochs=4, reduced_epochs=16,
+                       train_size=None, test_size=None, reduced_per_class=500, seeds=(0,)),
+    "paper": CifarScale(width=1.0, teacher_epochs=30, student_epochs=30, reduced_epochs=100,
+                        train_size=None, test_size=None, reduced_per_class=500, seeds=(0, 1, 2)),
+}
+KD_TEMPERATURE = 4.0
+KD_ALPHA = 0.5
+
+
+def device_for(profile: str) -> torch.device:
+    """CUDA for the ``paper`` profile when a GPU is present, else the CPU."""
+    return torch.device("cuda" if profile == "paper" and torch.cuda.is_available() else "cpu")
+
+
+def first_per_class(labels: Tensor, per_class: int) -> Tensor:
+    """Indices of the first ``per_class`` examples of each class, in the dataset's order."""
+    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(int(labels.max()) + 1)])
+
+
+def subset(dataset: ImageDataset, scale: CifarScale) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The profile's training and test tensors (uint8 images, int64 labels)."""
+    train_idx = (torch.arange(len(dataset.train_labels)) if scale.train_size is None
+                 else first_per_class(dataset.train_labels, scale.train_size // 10))
+    test_n = scale.test_size or len(dataset.test_labels)
+    test_idx = first_per_class(dataset.test_labels, test_n // 10) if scale.test_size else torch.arange(test_n)
+    return (dataset.train_images[train_idx], dataset.train_labels[train_idx],
+            dataset.test_images[test_idx], dataset.test_labels[test_idx])
+
+
+def make_model(blocks: tuple[int, ...], block: str, stride: int, width: float, device: torch.device) -> nn.Module:
+    return cifar_resnet(blocks, block=block, stride=stride, width=width).to(device, memory_format=torch.channels_last)
+
+
+def train_config(scale: CifarScale, epochs: int, seed: int, kd: bool, device: torch.device) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=scale.batch_size, lr=scale.lr, momentum=0.9,
+                       weight_decay=5e-4, lr_schedule="cosine", seed=seed,
+                       temperature=KD_TEMPERATURE if kd else 1.0, alpha=KD_ALPHA if kd else 1.0,
+                       mixed_precision=device.type == "cuda")
+
+
+def teacher_checkpoint(profile: str, scale: CifarScale, seed: int) -> Path:
+    return cache_dir() / "checkpoints" / f"cifar10_teacher_{profile}_w{scale.width:g}_seed{seed}.pt"
+
+
+def load_or_train_teacher(profile: str, scale: CifarScale, seed: int, data: tuple[Tensor, ...],
+                          results: ResultFile, device: torch.device, progress: bool) -> nn.Module:
+    """The frozen teacher of ``seed``: loaded when an earlier run of this result file saved it,
+    else trained on the (augmented) training set, saved atomically and recorded as a row."""
+    x_train, y_train, x_test, y_test = data
+    teacher = make_model(TEACHER_BLOCKS, "bottleneck", 1, scale.width, device)
+    path = teacher_checkpoint(profile, scale, seed)
+    row_id = f"teacher/seed{seed}"
+    if results.has(row_id) and path.exists():
+        teacher.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        return teacher.eval()
+    torch.manual_seed(seed)
+    teacher = make_model(TEACHER_BLOCKS, "bottleneck", 1, scale.width, device)
+    config = train_config(scale, scale.teacher_epochs, seed, kd=False, device=device)
+    log = train(teacher, x_train, y_train, config, batch_transform=augmenting(), progress=progress)
+    buffer = io.BytesIO()
+    torch.save(teacher.state_dict(), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    results.put(row_id, {"kind": "teacher", "seed": seed, "blocks": list(TEACHER_BLOCKS), "config": config.to_dict(),
+                         "train_wall_s": log.wall_s, "epoch_losses": log.epoch_losses,
+                         "accuracy": accuracy(teacher, x_test, y_test, batch_size=500, batch_transform=plain())})
+    return teacher.eval()
+
+
+def augmenting() -> ImageBatchTransform:
+    from kdlib.data import CIFAR10_MEAN, CIFAR10_STD
+
+    return ImageBatchTransform(CIFAR10_MEAN, CIFAR10_STD, augment=True)
+
+
+def plain() -> ImageBatchTransform:
+    from kdlib.data import CIFAR10_MEAN, CIFAR10_STD
+
+    return ImageBatchTransform(CIFAR10_MEAN, CIFAR10_STD, augment=False)
+
+
+def run_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Module, data: tuple[Tensor, ...],
+                device: torch.device, progress: bool) -> dict[str, Any]:
+    """Train one student of Table 2 and return its result row."""
+    x_train, y_train, x_test, y_test = data
+    epochs = scale.student_epochs
+    if row.reduced:
+        keep = first_per_class(y_train, scale.reduced_per_class)
+        x_train, y_train = x_train[keep], y_train[keep]
+        epochs = scale.reduced_epochs
+    torch.manual_seed(seed)
+    student = make_model(row.blocks, row.block, row.stride, scale.width, device)
+    config = train_config(scale, epochs, seed, kd=row.kd, device=device)
+    log = train(student, x_train, y_train, config, batch_transform=augmenting(), progress=progress,
+                teacher=teacher if row.kd else None)
+    return {"kind": "student", "name": row.name, "seed": seed, "row": asdict(row), "config": config.to_dict(),
+            "train_size": len(x_train), "accuracy": accuracy(student, x_test, y_test, 500, plain()),
+            "train_wall_s": log.wall_s, "samples_per_s": log.samples_per_s, "epoch_losses": log.epoch_losses}
+
+
+def measure_inference(scale: CifarScale, x_test: Tensor) -> dict[str, Any]:
+    """Inference cost of the teacher and of every student architecture, always on the CPU with
+    one thread (the edge-device setting the report has in mind), whatever device trained them."""
+    images = plain()(x_test[:256])
+    torch.manual_seed(0)
+    models = {"teacher": cifar_resnet(TEACHER_BLOCKS, width=scale.width)}
+    for row in TABLE2:
+        models.setdefault(row.architecture, cifar_resnet(row.blocks, row.block, row.stride, scale.width))
+    return {name: inference_cost(model.to(memory_format=torch.channels_last), images, large_batch=256,
+                                 repeats=scale.timing_repeats, threads=1).to_dict()
+            for name, model in models.items()}
+
+
+def run_cifar(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
+              rows: tuple[CifarRow, ...] = TABLE2, dataset: ImageDataset | None = None,
+              command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the CIFAR-10 experiment at ``profile`` scale; returns the result data.
+
+    ``rows`` selects rows of Table 2 (default: all nine). With ``out`` each row is saved as it
+    finishes and rows already in the file are skipped.
+    """
+    scale = SCALES[check_profile(profile)]
+    device = device_for(profile)
+    started = time.perf_counter()
+    results = ResultFile(out, "cifar10-table2", new_provenance(command, profile=profile, scale=asdict(scale),
+                                                               dataset="CIFAR-10", device=str(device)))
+    dataset = dataset if dataset is not None else load_cifar10()
+    results.data["provenance"].setdefault("data_source", dataset.source)
+    torch.set_num_threads(scale.threads)
+    data = tuple(t.to(device) for t in subset(dataset, scale))
+    for seed in scale.seeds:
+        todo = [row for row in rows if not results.has(row.row_id(seed))]
+        if not todo:
+            continue
+        teacher = load_or_train_teacher(profile, scale, seed, data, results, device, progress)
+        for row in todo:
+            result = run_student(row, seed, scale, teacher, data, device, progress)
+            if progress:
+                print(f"[seed {seed}] {row.name}: accuracy {result['accuracy']:.4f}, "
+                      f"{result['train_wall_s']:.0f} s", flush=True)
+            results.put(row.row_id(seed), result)
+    if "inference" not in results.data:
+        results.set("inference", measure_inference(scale, data[2].cpu()))
+    results.set("wall_s", results.data.get("wall_s", 0.0) + time.perf_counter() - started)
+    return results.data
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables for the chapter
+
+
+def paper_table2() -> pd.DataFrame:
+    """The report's Table 2, as published."""
+    return pd.read_csv(published_file("paper/table2_cifar10.csv"))
+
+
+def load_published() -> dict[str, Any]:
+    """The committed full-profile result file ``results/cifar10_full.json``."""
+    import json
+
+    return json.loads(published_file("cifar10_full.json").read_text())
+
+
+def summary_table(data: dict[str, Any], rows: tuple[CifarRow, ...] = TABLE2) -> pd.DataFrame:
+    """Table 2 as we measured it: accuracy (mean, std over seeds), training time, cost ratios."""
+    lines = []
+    for row in rows:
+        runs = [r for r in data["rows"].values() if r.get("kind") == "student" and r["name"] == row.name]
+        if not runs:
+            continue
+        acc = pd.Series([r["accuracy"] for r in runs]) * 100
+        ratios = cost_ratios(data["inference"]["teacher"], data["inference"][row.architecture])
+        lines.append({"experiment": row.name, "seeds": len(runs), "accuracy_pct": acc.mean(),
+                      "accuracy_std": acc.std(ddof=1) if len(runs) > 1 else float("nan"),
+                      "training_time_s": sum(r["train_wall_s"] for r in runs) / len(runs), **ratios})
+    return pd.DataFrame(lines)
+
+
+def side_by_side(data: dict[str, Any]) -> pd.DataFrame:
+    """The report's Table 2 next to ours, row by row."""
+    paper = paper_table2().set_index("experiment")
+    ours = summary_table(data).set_index("experiment")
+    return pd.DataFrame({
+        "paper acc %": paper.accuracy_pct,
+        "our acc %": ours.accuracy_pct.round(2),
+        "paper train s": paper.training_time_s,
+        "our train s": ours.training_time_s.round(0),
+        "paper time ratio": paper.inference_time_ratio_teacher_over_student,
+        "our latency ratio": ours.latency_ratio.round(2),
+        "our throughput ratio": ours.throughput_ratio.round(2),
+        "FLOP ratio": ours.flop_ratio.round(2),
+    }).loc[[r.name for r in TABLE2 if r.name in ours.index]]
+
+
+def teacher_accuracy(data: dict[str, Any]) -> float:
+    """Mean test accuracy (%) of the teachers."""
+    runs = [r["accuracy"] for r in data["rows"].values() if r.get("kind") == "teacher"]
+    return 100 * sum(runs) / len(runs)
