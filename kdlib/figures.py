@@ -118,28 +118,26 @@ def plot_kd_term_vs_temperature(student_logits: torch.Tensor, teacher_logits: to
     """The KD term and the size of its gradient as functions of T, with and without the T^2 factor."""
     from kdlib.losses import kd_divergence
 
-    values, scaled, grads, scaled_grads = [], [], [], []
+    values, grads = [], []
     for t in temperatures:
         z = student_logits.clone().requires_grad_(True)
         kl = kd_divergence(z, teacher_logits, t)
         (grad,) = torch.autograd.grad(kl, z)
         values.append(kl.item())
-        scaled.append(t * t * kl.item())
         grads.append(grad.norm().item())
-        scaled_grads.append(t * t * grad.norm().item())
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    left.loglog(temperatures, values, "o-", label="KL (unscaled)")
-    left.loglog(temperatures, scaled, "s-", label="T² · KL")
-    left.set_xlabel("temperature T")
-    left.set_ylabel("loss value (nats)")
-    left.set_title("The KL term vanishes as T grows; T² · KL levels off")
-    left.legend()
-    right.loglog(temperatures, grads, "o-", label="‖∂ KL / ∂z‖")
-    right.loglog(temperatures, scaled_grads, "s-", label="‖∂ (T² · KL) / ∂z‖")
-    right.set_xlabel("temperature T")
-    right.set_ylabel("gradient norm")
-    right.set_title("Gradients shrink like 1/T² unless scaled by T²")
-    right.legend()
+    squares = [t * t for t in temperatures]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    panels = (
+        (values, "KL (unscaled)", "T² · KL", "loss value (nats)", "The KL term vanishes as T grows; T² · KL levels off"),
+        (grads, "‖∂ KL / ∂z‖", "‖∂ (T² · KL) / ∂z‖", "gradient norm", "Gradients shrink like 1/T² unless scaled by T²"),
+    )
+    for ax, (unscaled, label, scaled_label, ylabel, title) in zip(axes, panels):
+        ax.loglog(temperatures, unscaled, "o-", label=label)
+        ax.loglog(temperatures, [s * u for s, u in zip(squares, unscaled)], "s-", label=scaled_label)
+        ax.set_xlabel("temperature T")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
     fig.tight_layout()
     return fig
 

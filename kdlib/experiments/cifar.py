@@ -287,3 +287,54 @@ def teacher_accuracy(data: dict[str, Any]) -> float:
     """Mean test accuracy (%) of the teachers."""
     runs = [r["accuracy"] for r in data["rows"].values() if r.get("kind") == "teacher"]
     return 100 * sum(runs) / len(runs)
+
+
+def plot_accuracy_vs_speedup(data: dict[str, Any]):
+    """Each student's accuracy against its measured speed-up over the teacher (batch 1 and 256)."""
+    import matplotlib.pyplot as plt
+
+    table = summary_table(data)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for column, marker, label in (("latency_ratio", "o", "latency ratio (batch 1)"),
+                                  ("throughput_ratio", "s", "throughput ratio (batch 256)")):
+        ax.scatter(table[column], table.accuracy_pct, marker=marker, label=label)
+    for _, line in table.iterrows():
+        ax.annotate(line.experiment.replace("Blocks = ", "").replace(" train set", "").replace(" loss", ""),
+                    (line.latency_ratio, line.accuracy_pct), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.axhline(teacher_accuracy(data), color="gray", ls="--", label="teacher")
+    ax.set_xlabel("speed-up over the teacher (teacher time / student time, CPU, 1 thread)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("CIFAR-10 students: accuracy against inference speed-up")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_kd_effect(data: dict[str, Any]):
+    """The ideal student with and without the KD loss, on the full and the reduced training set."""
+    import matplotlib.pyplot as plt
+
+    table = summary_table(data).set_index("experiment")
+    pairs = {"full training set": ("Blocks = [1, 1, 1, 1], Stride = 2", "Ideal with no KD loss"),
+             "reduced training set": ("Ideal on reduced train set", "Ideal on reduced train set with no KD loss")}
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (setting, (kd, plain)) in enumerate(pairs.items()):
+        for offset, name, label in ((-0.2, kd, "with KD loss"), (0.2, plain, "without KD loss")):
+            if name in table.index:
+                ax.bar(i + offset, table.loc[name, "accuracy_pct"], width=0.4,
+                       yerr=table.loc[name, "accuracy_std"] if table.loc[name, "seeds"] > 1 else None,
+                       color="#2c3e50" if offset < 0 else "#c0392b", label=label if i == 0 else None, capsize=3)
+    ax.set_xticks(range(len(pairs)), list(pairs))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("What the KD loss adds to the ideal student")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def kd_gains(accuracy_pct: pd.Series) -> dict[str, float]:
+    """What the KD loss adds to the ideal student, in percentage points, on the full and the
+    reduced training set, from accuracies indexed by experiment name (ours or the report's)."""
+    return {"full": accuracy_pct["Blocks = [1, 1, 1, 1], Stride = 2"] - accuracy_pct["Ideal with no KD loss"],
+            "reduced": accuracy_pct["Ideal on reduced train set"]
+            - accuracy_pct["Ideal on reduced train set with no KD loss"]}
