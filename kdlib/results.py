@@ -43,14 +43,16 @@ def atomic_write_json(path: Path | str, obj: Any) -> None:
 
 
 def git_commit() -> str:
-    """The current git commit of the course repository (``unknown`` outside a checkout)."""
+    """The current git commit of the course repository (``unknown`` outside a checkout), with
+    ``+dirty`` when code (anything outside ``results/``) has uncommitted changes."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
             cwd=Path(__file__).resolve().parent,
         )
         commit = out.stdout.strip() if out.returncode == 0 else "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # changes to result files themselves do not make the code "dirty"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
                                capture_output=True, text=True, timeout=10,
                                cwd=Path(__file__).resolve().parent).stdout.strip()
         return commit + ("+dirty" if dirty and commit != "unknown" else "")
