@@ -1,0 +1,41 @@
+"""The committed CIFAR-10 result file: complete, with provenance, and what KD did on scarce data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kdlib.experiments import RESULTS_DIR, cifar
+
+PROVENANCE_FIELDS = ("command", "git_commit", "started_utc", "environment", "profile", "scale", "data_source", "device")
+
+
+@pytest.fixture(scope="module")
+def published() -> dict:
+    path = RESULTS_DIR / "cifar10_full.json"
+    assert path.exists(), "results/cifar10_full.json is missing: python -m kdlib.experiments cifar10 --profile full"
+    return json.loads(path.read_text())
+
+
+def test_every_row_is_present_with_provenance(published: dict) -> None:
+    assert published["provenance"]["profile"] == "full"
+    for field in PROVENANCE_FIELDS:
+        assert field in published["provenance"], field
+    for seed in published["provenance"]["scale"]["seeds"]:
+        assert f"teacher/seed{seed}" in published["rows"]
+        for row in cifar.TABLE2:
+            result = published["rows"][row.row_id(seed)]
+            assert 0.1 < result["accuracy"] <= 1.0 and result["train_wall_s"] > 0
+    architectures = {row.architecture for row in cifar.TABLE2} | {"teacher"}
+    assert architectures <= set(published["inference"])
+
+
+def test_kd_beats_no_kd_on_the_reduced_training_set(published: dict) -> None:
+    gains = cifar.kd_gains(cifar.summary_table(published).set_index("experiment").accuracy_pct)
+    assert gains["reduced"] > 0, gains
+
+
+def test_students_are_faster_than_the_teacher(published: dict) -> None:
+    table = cifar.summary_table(published)
+    assert (table.flop_ratio > 1).all() and (table.throughput_ratio > 1).all()
