@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from kdlib.augment import ImageBatchTransform
 from kdlib.bench import cost_ratios, inference_cost
-from kdlib.data import ImageDataset, cache_dir, load_cifar10
+from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, cache_dir, load_cifar10
 from kdlib.experiments import published_file
 from kdlib.models import cifar_resnet
 from kdlib.profile import check_profile
@@ -159,14 +159,12 @@ def load_or_train_teacher(profile: str, scale: CifarScale, seed: int, data: tupl
 
 
 def augmenting() -> ImageBatchTransform:
-    from kdlib.data import CIFAR10_MEAN, CIFAR10_STD
-
+    """Training input: random crops and flips, then normalisation."""
     return ImageBatchTransform(CIFAR10_MEAN, CIFAR10_STD, augment=True)
 
 
 def plain() -> ImageBatchTransform:
-    from kdlib.data import CIFAR10_MEAN, CIFAR10_STD
-
+    """Evaluation input: normalisation only."""
     return ImageBatchTransform(CIFAR10_MEAN, CIFAR10_STD, augment=False)
 
 
@@ -318,8 +316,8 @@ def plot_kd_effect(data: dict[str, Any]):
     pairs = {"full training set": ("Blocks = [1, 1, 1, 1], Stride = 2", "Ideal with no KD loss"),
              "reduced training set": ("Ideal on reduced train set", "Ideal on reduced train set with no KD loss")}
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for i, (setting, (kd, plain)) in enumerate(pairs.items()):
-        for offset, name, label in ((-0.2, kd, "with KD loss"), (0.2, plain, "without KD loss")):
+    for i, (with_kd, without_kd) in enumerate(pairs.values()):
+        for offset, name, label in ((-0.2, with_kd, "with KD loss"), (0.2, without_kd, "without KD loss")):
             if name in table.index:
                 ax.bar(i + offset, table.loc[name, "accuracy_pct"], width=0.4,
                        yerr=table.loc[name, "accuracy_std"] if table.loc[name, "seeds"] > 1 else None,
