@@ -77,24 +77,49 @@ def check_targets(targets: Tensor, logits: Tensor) -> None:
                          f"got values from {targets.min().item()} to {targets.max().item()}")
 
 
-def softmax_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean log-loss ``-z_y + log sum_c exp(z_c)`` for hard labels or soft target distributions."""
-    check_logits("logits", logits)
-    check_targets(targets, logits)
+def check_label_smoothing(eps: float) -> float:
+    """Label smoothing ``eps`` must lie in [0, 1)."""
+    e = float(eps)
+    if not 0.0 <= e < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1) (0: plain one-hot labels), got {eps!r}")
+    return e
+
+
+def softmax_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0,
+                          check: bool = True) -> Tensor:
+    """Mean log-loss ``-z_y + log sum_c exp(z_c)`` for hard labels or soft target distributions.
+
+    With ``label_smoothing = eps`` a hard label ``y`` becomes the fixed target
+    ``(1 - eps) e_y + eps / C`` (a "teacher" that knows nothing about the input). ``check=False``
+    skips the input checks (the training loop checks its first batch and then trusts the rest).
+    """
+    eps = check_label_smoothing(label_smoothing)
+    if check:
+        check_logits("logits", logits)
+        check_targets(targets, logits)
+        if len(logits) == 0:
+            raise ValueError("the batch is empty: the mean loss of no examples is undefined")
     log_probs = F.log_softmax(logits, dim=1)
     if targets.is_floating_point():
         return -(targets * log_probs).sum(dim=1).mean()
-    return -log_probs.gather(1, targets.unsqueeze(1)).mean()
+    nll = -log_probs.gather(1, targets.unsqueeze(1)).mean()
+    if eps == 0.0:
+        return nll
+    return (1.0 - eps) * nll - eps * log_probs.mean(dim=1).mean()
 
 
-def kd_divergence(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+def kd_divergence(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
+                  check: bool = True) -> Tensor:
     """``KL(p_teacher^T || p_student^T)`` of temperature-softened softmaxes, batch-mean, unscaled."""
     t = check_temperature(temperature)
-    check_logits("student_logits", student_logits)
-    check_logits("teacher_logits", teacher_logits)
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student and teacher logits must have the same shape, got "
-                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    if check:
+        check_logits("student_logits", student_logits)
+        check_logits("teacher_logits", teacher_logits)
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(f"student and teacher logits must have the same shape, got "
+                             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+        if len(student_logits) == 0:
+            raise ValueError("the batch is empty: the mean divergence of no examples is undefined")
     log_p_student = F.log_softmax(student_logits / t, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits / t, dim=1)
     return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1).mean()
@@ -106,6 +131,7 @@ def distillation_loss(
     targets: Tensor | None,
     temperature: float,
     alpha: float,
+    check: bool = True,
 ) -> Tensor:
     """``alpha * cls_loss + (1 - alpha) * T**2 * div_loss``, the report's ``cls_loss + div_loss``.
 
@@ -114,12 +140,12 @@ def distillation_loss(
     """
     a = check_alpha(alpha)
     t = check_temperature(temperature)
-    kd = kd_divergence(student_logits, teacher_logits, t)
+    kd = kd_divergence(student_logits, teacher_logits, t, check=check)
     if targets is None:
         if a != 0.0:
             raise ValueError("targets are needed unless alpha == 0 (teacher-only distillation)")
         return (t * t) * kd
-    return a * softmax_cross_entropy(student_logits, targets) + (1.0 - a) * (t * t) * kd
+    return a * softmax_cross_entropy(student_logits, targets, check=check) + (1.0 - a) * (t * t) * kd
 
 
 class DistillationLoss(nn.Module):

@@ -43,21 +43,24 @@ def atomic_write_json(path: Path | str, obj: Any) -> None:
 
 
 def git_commit() -> str:
-    """The current git commit of the course repository (``unknown`` outside a checkout), with
-    ``+dirty`` when code (anything outside ``results/``) has uncommitted changes."""
+    """The current git commit of the course repository, with ``+dirty`` when code (anything
+    outside ``results/``) has uncommitted changes. Outside a checkout (e.g. a copy of the tree on
+    a GPU machine) it is ``KDLIB_GIT_COMMIT`` if set, else ``unknown``."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
             cwd=Path(__file__).resolve().parent,
         )
-        commit = out.stdout.strip() if out.returncode == 0 else "unknown"
+        if out.returncode != 0:
+            return os.environ.get("KDLIB_GIT_COMMIT", "unknown")
+        commit = out.stdout.strip()
         # changes to result files themselves do not make the code "dirty"
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
                                capture_output=True, text=True, timeout=10,
                                cwd=Path(__file__).resolve().parent).stdout.strip()
         return commit + ("+dirty" if dirty and commit != "unknown" else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("KDLIB_GIT_COMMIT", "unknown")
 
 
 def environment() -> dict[str, Any]:

@@ -9,19 +9,28 @@ the *same* index tensor, so shuffling can never misalign them.
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from kdlib.losses import check_alpha, check_temperature, distillation_loss, softmax_cross_entropy
+from kdlib.losses import (check_alpha, check_label_smoothing, check_temperature, distillation_loss,
+                          softmax_cross_entropy)
 
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 """Turns a stored batch (e.g. uint8 images) into network input (e.g. augmented, normalised floats)."""
+
+EpochCallback = Callable[[int, nn.Module], dict[str, float] | None]
+"""Called after each epoch with the epoch number (1-based) and the model; what it returns is kept."""
+
+DIVERGENCE_FACTOR = 10.0
+"""An epoch whose mean loss exceeds the first epoch's by this factor triggers a divergence warning."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +48,12 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
+    warmup_epochs: int = 0  # linear learning-rate warm-up before the schedule
     temperature: float = 1.0
     alpha: float = 1.0
+    label_smoothing: float = 0.0  # for training on labels alone: target (1 - eps) e_y + eps / C
     seed: int = 0
-    mixed_precision: bool = False  # bfloat16 autocast (on a GPU)
+    mixed_precision: bool = False  # bfloat16 autocast
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -51,10 +62,14 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} "
+                             f"with epochs={self.epochs}")
         check_temperature(self.temperature)
         check_alpha(self.alpha)
+        check_label_smoothing(self.label_smoothing)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -71,11 +86,13 @@ class TrainConfig:
 
 @dataclass
 class TrainLog:
-    """What a training run measured: wall time, throughput and the mean loss of each epoch."""
+    """What a training run measured: wall time, throughput, the mean loss of each epoch and what
+    the epoch callback (if any) returned after each epoch."""
 
     wall_s: float
     samples_per_s: float
     epoch_losses: list[float]
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -83,6 +100,25 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step learning-rate schedule: optional linear warm-up, then constant or cosine decay."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "constant" and warmup == 0:
+        return None
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def check_aligned(inputs: Tensor, labels: Tensor | None, teacher_logits: Tensor | None) -> None:
@@ -103,6 +139,7 @@ def train(
     batch_transform: BatchTransform | None = None,
     progress: bool = False,
     teacher: nn.Module | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on ``(inputs, labels)``, distilling from a teacher if one is given.
 
@@ -115,7 +152,13 @@ def train(
 
     With a teacher the loss is the distillation loss with ``config.temperature`` and
     ``config.alpha``; ``labels`` may be ``None`` when ``alpha == 0`` (labels from the teacher alone).
+
+    The inputs of the loss are checked on the first step only (checks that read values force the
+    CPU to wait for the device); after that, each epoch's mean loss is checked: a non-finite loss
+    stops training with an error, a loss that grows tenfold gives a warning.
     """
+    if len(inputs) == 0:
+        raise ValueError("the training set is empty: pass at least one example")
     check_aligned(inputs, labels, teacher_logits)
     if teacher is not None and teacher_logits is not None:
         raise ValueError("give either teacher_logits (precomputed) or teacher (run per batch), not both")
@@ -125,17 +168,22 @@ def train(
         raise ValueError(f"alpha={config.alpha} mixes in a teacher, but no teacher_logits were given")
     if labels is None and config.alpha != 0.0:
         raise ValueError("labels are needed unless alpha == 0 (training on the teacher's outputs alone)")
+    distilling = teacher is not None or teacher_logits is not None
+    if distilling and config.label_smoothing > 0:
+        raise ValueError("label_smoothing applies to training on labels alone; with a teacher set it to 0")
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    # random numbers (order, augmentation) are drawn where the data live: no copies per step
+    generator = torch.Generator(device=inputs.device).manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = -(-len(inputs) // config.batch_size)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
-                 if config.lr_schedule == "cosine" else None)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     model.train()
-    epoch_losses = []
+    epoch_losses: list[float] = []
+    history: list[dict[str, float]] = []
+    first_step = True
     start = time.perf_counter()
     for epoch in range(config.epochs):
-        order = torch.randperm(len(inputs), generator=generator)
+        order = torch.randperm(len(inputs), generator=generator, device=inputs.device)
         total, count = torch.zeros((), device=inputs.device), 0
         for idx in tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
                         disable=not progress, leave=False):
@@ -150,11 +198,13 @@ def train(
                     soft = soft.clone()  # an inference tensor cannot be saved for backward
                 elif teacher_logits is not None:
                     soft = teacher_logits[idx]
-            if teacher is None and teacher_logits is None:
-                loss = softmax_cross_entropy(logits, labels[idx])  # type: ignore[index]
+            if not distilling:
+                loss = softmax_cross_entropy(logits, labels[idx],  # type: ignore[index]
+                                             config.label_smoothing, check=first_step)
             else:
                 loss = distillation_loss(logits, soft, None if labels is None else labels[idx],
-                                         config.temperature, config.alpha)
+                                         config.temperature, config.alpha, check=first_step)
+            first_step = False
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -162,9 +212,26 @@ def train(
                 scheduler.step()
             total += loss.detach() * len(idx)
             count += len(idx)
-        epoch_losses.append(total.item() / count)
+        epoch_losses.append(check_epoch_loss(total.item() / count, epoch + 1, epoch_losses, config))
+        if on_epoch is not None:
+            history.append(on_epoch(epoch + 1, model) or {})
+            model.train()
     wall = time.perf_counter() - start
-    return TrainLog(wall_s=wall, samples_per_s=config.epochs * len(inputs) / wall, epoch_losses=epoch_losses)
+    return TrainLog(wall_s=wall, samples_per_s=config.epochs * len(inputs) / wall, epoch_losses=epoch_losses,
+                    history=history)
+
+
+def check_epoch_loss(loss: float, epoch: int, earlier: list[float], config: TrainConfig) -> float:
+    """Stop on a non-finite mean loss, warn on a diverging one; returns ``loss``."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"the mean training loss of epoch {epoch} is {loss}: training diverged or overflowed. "
+            f"Likely causes: a learning rate too large (lr={config.lr}), an extreme temperature "
+            f"(T={config.temperature}), or non-finite values in the data")
+    if earlier and loss > DIVERGENCE_FACTOR * earlier[0]:
+        warnings.warn(f"the training loss grew from {earlier[0]:.3g} (epoch 1) to {loss:.3g} (epoch {epoch}): "
+                      f"training may be diverging; try a smaller learning rate than {config.lr}", stacklevel=3)
+    return loss
 
 
 @torch.inference_mode()

@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="result file (default: results/<experiment>_<profile>.json); "
                              "rows already in it are not recomputed")
+    parser.add_argument("--time-budget-s", type=float, default=None,
+                        help="start no new row after this many seconds (rerun to resume)")
+    parser.add_argument("--no-inference", action="store_true",
+                        help="skip the CPU inference timings (e.g. on a GPU machine)")
+    parser.add_argument("--inference-only", action="store_true",
+                        help="train nothing; only add the CPU inference timings to the result file")
     args = parser.parse_args(argv)
     profile = args.profile or current_profile()
     out = args.out or RESULTS_DIR / f"{args.experiment}_{profile}.json"
@@ -31,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
 
         data = run_mnist(profile, out=out, command=command)
     else:
-        from kdlib.experiments.cifar import run_cifar
+        from kdlib.experiments.cifar import TABLE2, run_cifar
 
-        data = run_cifar(profile, out=out, command=command)
+        data = run_cifar(profile, out=out, command=command, time_budget_s=args.time_budget_s,
+                         inference=not args.no_inference, rows=() if args.inference_only else TABLE2)
     print(f"wrote {out} ({len(data['rows'])} rows, {data['wall_s']:.0f} s in all)")
     return 0
 

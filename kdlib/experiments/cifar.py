@@ -14,7 +14,6 @@ be a ResNet-18 (basic blocks [2, 2, 2, 2]), the standard small ResNet, distilled
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,14 +23,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+import kdlib
 from kdlib.augment import ImageBatchTransform
 from kdlib.bench import cost_ratios, inference_cost
-from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, cache_dir, load_cifar10
+from kdlib.checkpoints import cached_model
+from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, load_cifar10
 from kdlib.experiments import published_file
 from kdlib.models import cifar_resnet
 from kdlib.profile import check_profile
-from kdlib.results import ResultFile, atomic_write_bytes, new_provenance
-from kdlib.train import TrainConfig, accuracy, train
+from kdlib.results import ResultFile, new_provenance
+from kdlib.threads import set_threads
+from kdlib.train import TrainConfig, predict_logits, train
 
 TEACHER_BLOCKS = (3, 4, 6, 3)
 
@@ -69,9 +71,20 @@ TABLE2: tuple[CifarRow, ...] = (
 )
 
 
+# The rows whose KD / no-KD pairs carry the report's claim get more seeds than the others.
+CLAIM_ROWS: tuple[str, ...] = (
+    "Blocks = [1, 1, 1, 1], Stride = 2", "Ideal with no KD loss",
+    "Ideal on reduced train set", "Ideal on reduced train set with no KD loss",
+)
+
+
 @dataclass(frozen=True)
 class CifarScale:
-    """How big a CIFAR-10 run is in a profile."""
+    """How big a CIFAR-10 run is in a profile, and its training recipe.
+
+    One teacher (seed 0) is trained per run and serves every student seed: the seeds vary the
+    students' initialisation, data order and augmentation, not the teacher.
+    """
 
     width: float  # channel multiplier of every network (1.0: the real ResNets)
     teacher_epochs: int
@@ -80,28 +93,42 @@ class CifarScale:
     train_size: int | None  # None: all 50,000 training images (else the first train_size/10 per class)
     reduced_per_class: int  # size of the reduced set per class (the report: 500)
     test_size: int | None  # None: all 10,000 test images
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # student seeds of every row
+    claim_seeds: tuple[int, ...] = ()  # extra student seeds of the CLAIM_ROWS
     batch_size: int = 128
     lr: float = 0.05
-    threads: int = 2
+    warmup_epochs: int = 0
+    teacher_label_smoothing: float = 0.0
+    flip_test: bool = False  # test-time augmentation: average the logits of the image and its mirror
     timing_repeats: int = 20
 
 
 SCALES: dict[str, CifarScale] = {
     "quick": CifarScale(width=0.125, teacher_epochs=3, student_epochs=1, reduced_epochs=10,
                         train_size=5_000, test_size=2_000, reduced_per_class=50, seeds=(0,), timing_repeats=5),
-    "full": CifarScale(width=0.125, teacher_epochs=8, student_epochs=4, reduced_epochs=16,
-                       train_size=None, test_size=None, reduced_per_class=500, seeds=(0,)),
-    "paper": CifarScale(width=1.0, teacher_epochs=30, student_epochs=30, reduced_epochs=100,
-                        train_size=None, test_size=None, reduced_per_class=500, seeds=(0, 1, 2)),
+    "full": CifarScale(width=0.25, teacher_epochs=40, student_epochs=15, reduced_epochs=100,
+                       train_size=None, test_size=None, reduced_per_class=500, seeds=(0, 1, 2),
+                       claim_seeds=(3, 4), batch_size=512, lr=0.2, warmup_epochs=2,
+                       teacher_label_smoothing=0.1, flip_test=True),
+    "paper": CifarScale(width=1.0, teacher_epochs=40, student_epochs=15, reduced_epochs=100,
+                        train_size=None, test_size=None, reduced_per_class=500, seeds=(0, 1, 2),
+                        batch_size=512, lr=0.2, warmup_epochs=2, teacher_label_smoothing=0.1, flip_test=True),
 }
 KD_TEMPERATURE = 4.0
 KD_ALPHA = 0.5
+TEACHER_SEED = 0
 
 
 def device_for(profile: str) -> torch.device:
-    """CUDA for the ``paper`` profile when a GPU is present, else the CPU."""
-    return torch.device("cuda" if profile == "paper" and torch.cuda.is_available() else "cpu")
+    """A CUDA GPU when one is present (``KDLIB_DEVICE=cpu`` forces the CPU), else the CPU."""
+    import os
+
+    wanted = os.environ.get("KDLIB_DEVICE", "").strip().lower()
+    if wanted not in ("", "cpu", "cuda"):
+        raise ValueError(f"KDLIB_DEVICE must be 'cpu' or 'cuda' (or unset), got {wanted!r}")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ValueError("KDLIB_DEVICE=cuda but no CUDA GPU is available; unset it to use the CPU")
+    return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def first_per_class(labels: Tensor, per_class: int) -> Tensor:
@@ -123,39 +150,50 @@ def make_model(blocks: tuple[int, ...], block: str, stride: int, width: float, d
     return cifar_resnet(blocks, block=block, stride=stride, width=width).to(device, memory_format=torch.channels_last)
 
 
-def train_config(scale: CifarScale, epochs: int, seed: int, kd: bool, device: torch.device) -> TrainConfig:
+def train_config(scale: CifarScale, epochs: int, seed: int, kd: bool, device: torch.device,
+                 label_smoothing: float = 0.0) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=scale.batch_size, lr=scale.lr, momentum=0.9,
-                       weight_decay=5e-4, lr_schedule="cosine", seed=seed,
+                       weight_decay=5e-4, lr_schedule="cosine", warmup_epochs=scale.warmup_epochs, seed=seed,
                        temperature=KD_TEMPERATURE if kd else 1.0, alpha=KD_ALPHA if kd else 1.0,
-                       mixed_precision=device.type == "cuda")
+                       label_smoothing=label_smoothing, mixed_precision=device.type == "cuda")
 
 
-def teacher_checkpoint(profile: str, scale: CifarScale, seed: int) -> Path:
-    return cache_dir() / "checkpoints" / f"cifar10_teacher_{profile}_w{scale.width:g}_seed{seed}.pt"
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, flip: bool) -> float:
+    """Test accuracy; with ``flip`` the logits of each image and of its mirror image are averaged."""
+    logits = predict_logits(model, images, 500, plain())
+    if flip:
+        logits = logits + predict_logits(model, images.flip(3), 500, plain())
+    return (logits.argmax(dim=1) == labels).float().mean().item()
 
 
-def load_or_train_teacher(profile: str, scale: CifarScale, seed: int, data: tuple[Tensor, ...],
+def load_or_train_teacher(profile: str, scale: CifarScale, data: tuple[Tensor, ...], source: str,
                           results: ResultFile, device: torch.device, progress: bool) -> nn.Module:
-    """The frozen teacher of ``seed``: loaded when an earlier run of this result file saved it,
-    else trained on the (augmented) training set, saved atomically and recorded as a row."""
+    """The frozen teacher: loaded from its verified checkpoint when one was made for exactly this
+    recipe and data, else trained on the (augmented) training set and saved; recorded as the row
+    ``teacher``."""
     x_train, y_train, x_test, y_test = data
-    teacher = make_model(TEACHER_BLOCKS, "bottleneck", 1, scale.width, device)
-    path = teacher_checkpoint(profile, scale, seed)
-    row_id = f"teacher/seed{seed}"
-    if results.has(row_id) and path.exists():
-        teacher.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-        return teacher.eval()
-    torch.manual_seed(seed)
-    teacher = make_model(TEACHER_BLOCKS, "bottleneck", 1, scale.width, device)
-    config = train_config(scale, scale.teacher_epochs, seed, kd=False, device=device)
-    log = train(teacher, x_train, y_train, config, batch_transform=augmenting(), progress=progress)
-    buffer = io.BytesIO()
-    torch.save(teacher.state_dict(), buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    results.put(row_id, {"kind": "teacher", "seed": seed, "blocks": list(TEACHER_BLOCKS), "config": config.to_dict(),
-                         "train_wall_s": log.wall_s, "epoch_losses": log.epoch_losses,
-                         "accuracy": accuracy(teacher, x_test, y_test, batch_size=500, batch_transform=plain())})
-    return teacher.eval()
+    config = train_config(scale, scale.teacher_epochs, TEACHER_SEED, kd=False, device=device,
+                          label_smoothing=scale.teacher_label_smoothing)
+    key = {"experiment": "cifar10", "profile": profile, "scale": asdict(scale), "config": config.to_dict(),
+           "data": source, "train_size": len(x_train), "blocks": TEACHER_BLOCKS, "kdlib": kdlib.__version__}
+
+    def build() -> nn.Module:
+        torch.manual_seed(TEACHER_SEED)
+        return make_model(TEACHER_BLOCKS, "bottleneck", 1, scale.width, device)
+
+    def fit(model: nn.Module) -> dict[str, Any]:
+        log = train(model, x_train, y_train, config, batch_transform=augmenting(), progress=progress)
+        return {"train_wall_s": log.wall_s, "epoch_losses": log.epoch_losses}
+
+    teacher, info = cached_model("cifar10_teacher", key, build, fit)
+    if not results.has("teacher"):
+        results.put("teacher", {"kind": "teacher", "seed": TEACHER_SEED, "blocks": list(TEACHER_BLOCKS),
+                                "config": config.to_dict(), **info,
+                                "accuracy": evaluate(teacher, x_test, y_test, scale.flip_test),
+                                "accuracy_single_view": evaluate(teacher, x_test, y_test, flip=False)})
+        if progress:
+            print(f"teacher: accuracy {results.get('teacher')['accuracy']:.4f}", flush=True)
+    return teacher
 
 
 def augmenting() -> ImageBatchTransform:
@@ -183,7 +221,8 @@ def run_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Module,
     log = train(student, x_train, y_train, config, batch_transform=augmenting(), progress=progress,
                 teacher=teacher if row.kd else None)
     return {"kind": "student", "name": row.name, "seed": seed, "row": asdict(row), "config": config.to_dict(),
-            "train_size": len(x_train), "accuracy": accuracy(student, x_test, y_test, 500, plain()),
+            "train_size": len(x_train), "accuracy": evaluate(student, x_test, y_test, scale.flip_test),
+            "accuracy_single_view": evaluate(student, x_test, y_test, flip=False),
             "train_wall_s": log.wall_s, "samples_per_s": log.samples_per_s, "epoch_losses": log.epoch_losses}
 
 
@@ -200,35 +239,49 @@ def measure_inference(scale: CifarScale, x_test: Tensor) -> dict[str, Any]:
             for name, model in models.items()}
 
 
+def planned_runs(scale: CifarScale, rows: tuple[CifarRow, ...]) -> list[tuple[CifarRow, int]]:
+    """Every (row, seed) student run, seed by seed, so that an interrupted run has whole seeds."""
+    runs = [(row, seed) for seed in scale.seeds for row in rows]
+    runs += [(row, seed) for seed in scale.claim_seeds for row in rows if row.name in CLAIM_ROWS]
+    return runs
+
+
 def run_cifar(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
               rows: tuple[CifarRow, ...] = TABLE2, dataset: ImageDataset | None = None,
-              command: str | None = None) -> dict[str, Any]:
+              command: str | None = None, time_budget_s: float | None = None,
+              inference: bool = True) -> dict[str, Any]:
     """Run (or resume) the CIFAR-10 experiment at ``profile`` scale; returns the result data.
 
     ``rows`` selects rows of Table 2 (default: all nine). With ``out`` each row is saved as it
-    finishes and rows already in the file are skipped.
+    finishes and rows already in the file are skipped. ``time_budget_s``: start no new row after
+    that many seconds (resume later). ``inference=False`` skips the CPU timing of the networks
+    (e.g. on a GPU machine whose CPU is not the one the book reports).
     """
     scale = SCALES[check_profile(profile)]
     device = device_for(profile)
+    threads = set_threads("resnet")
     started = time.perf_counter()
     results = ResultFile(out, "cifar10-table2", new_provenance(command, profile=profile, scale=asdict(scale),
                                                                dataset="CIFAR-10", device=str(device)))
     dataset = dataset if dataset is not None else load_cifar10()
     results.data["provenance"].setdefault("data_source", dataset.source)
-    torch.set_num_threads(scale.threads)
+    results.data["provenance"]["environment"]["torch_threads"] = threads
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     data = tuple(t.to(device) for t in subset(dataset, scale))
-    for seed in scale.seeds:
-        todo = [row for row in rows if not results.has(row.row_id(seed))]
-        if not todo:
-            continue
-        teacher = load_or_train_teacher(profile, scale, seed, data, results, device, progress)
-        for row in todo:
-            result = run_student(row, seed, scale, teacher, data, device, progress)
-            if progress:
-                print(f"[seed {seed}] {row.name}: accuracy {result['accuracy']:.4f}, "
-                      f"{result['train_wall_s']:.0f} s", flush=True)
-            results.put(row.row_id(seed), result)
-    if "inference" not in results.data:
+    todo = [(row, seed) for row, seed in planned_runs(scale, rows) if not results.has(row.row_id(seed))]
+    if todo:
+        teacher = load_or_train_teacher(profile, scale, data, dataset.source, results, device, progress)
+    for row, seed in todo:
+        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+            print(f"time budget of {time_budget_s:.0f} s spent: stopping; rerun to resume", flush=True)
+            break
+        result = run_student(row, seed, scale, teacher, data, device, progress)
+        if progress:
+            print(f"[seed {seed}] {row.name}: accuracy {result['accuracy']:.4f}, "
+                  f"{result['train_wall_s']:.0f} s", flush=True)
+        results.put(row.row_id(seed), result)
+    if inference and "inference" not in results.data:
         results.set("inference", measure_inference(scale, data[2].cpu()))
     results.set("wall_s", results.data.get("wall_s", 0.0) + time.perf_counter() - started)
     return results.data

@@ -1,0 +1,53 @@
+"""Paired comparisons over seeds: the gap between two methods with a confidence interval.
+
+A KD student and a labels-only student that share a seed share their initial weights, data order
+and training subset, so the difference of their accuracies, seed by seed, removes the variation
+that both have in common. :func:`paired_gap` summarises those differences with a Student-t 95%
+confidence interval for their mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class PairedGap:
+    """Mean of the paired differences ``a - b``, their standard deviation and a confidence interval."""
+
+    mean: float
+    std: float
+    n: int
+    low: float
+    high: float
+    level: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly above or wholly below zero."""
+        return self.low > 0 or self.high < 0
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+
+def paired_gap(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> PairedGap:
+    """Summary of ``a[i] - b[i]`` over paired runs ``i`` (at least 2 pairs)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need the same length, got {len(a)} and {len(b)}")
+    if len(a) < 2:
+        raise ValueError(f"a confidence interval needs at least 2 pairs, got {len(a)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    diffs = [x - y for x, y in zip(a, b)]
+    if not all(math.isfinite(d) for d in diffs):
+        raise ValueError("the samples contain NaN or infinite values")
+    n = len(diffs)
+    mean = sum(diffs) / n
+    std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+    return PairedGap(mean, std, n, mean - half, mean + half, level)
