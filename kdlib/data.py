@@ -120,8 +120,8 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
         )
     if images.shape[1] != len(mean) or len(mean) != len(std):
         raise ValueError(f"{images.shape[1]} channels but {len(mean)} means and {len(std)} stds")
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     return (images.float().div_(255.0) - m) / s
 
 
