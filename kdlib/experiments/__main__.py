@@ -1,4 +1,4 @@
-"""Command-line runner: ``python -m kdlib.experiments {mnist,cifar10} --profile full``."""
+"""Command-line runner: ``python -m kdlib.experiments {mnist,cifar10,regimes} --profile full``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from kdlib.experiments import RESULTS_DIR
 from kdlib.profile import PROFILES, current_profile
 
-EXPERIMENTS = ("mnist", "cifar10")
+EXPERIMENTS = ("mnist", "cifar10", "regimes")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,12 +30,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="train nothing; only add the CPU inference timings to the result file")
     args = parser.parse_args(argv)
     profile = args.profile or current_profile()
-    out = args.out or RESULTS_DIR / f"{args.experiment}_{profile}.json"
+    stem = "mnist_regimes" if args.experiment == "regimes" else args.experiment
+    out = args.out or RESULTS_DIR / f"{stem}_{profile}.json"
     command = "python -m kdlib.experiments " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.experiment == "mnist":
         from kdlib.experiments.mnist import run_mnist
 
         data = run_mnist(profile, out=out, command=command)
+    elif args.experiment == "regimes":
+        from kdlib.experiments.regimes import run_regimes
+
+        data = run_regimes(profile, out=out, command=command, time_budget_s=args.time_budget_s)
     else:
         from kdlib.experiments.cifar import TABLE2, run_cifar
 

@@ -24,11 +24,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from kdlib.augment import random_shift
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, cache_dir, load_mnist, normalize
 from kdlib.experiments import published_file
 from kdlib.models import mlp
 from kdlib.profile import check_profile
+from kdlib.threads import set_threads
 from kdlib.results import ResultFile, atomic_write_bytes, new_provenance
 from kdlib.train import TrainConfig, accuracy, predict_logits, train
 
@@ -68,6 +70,33 @@ TEACHER_DROPOUT = 0.2
 # The teacher: 1 epoch at batch size 32, as in the report. SGD with Nesterov momentum, a cosine
 # learning-rate decay and dropout 0.2 reach the report's 97.4% in that single epoch.
 TEACHER_CONFIG = TrainConfig(epochs=1, batch_size=32, lr=0.02, lr_schedule="cosine")
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """How an MNIST teacher is made: architecture, training configuration, augmentation, data.
+
+    ``shift``: random shifts of up to that many pixels during training (Hinton et al.'s
+    "jitter"); ``train_size``: train on a class-balanced random subset of that size (None: all);
+    ``sharpen``: the teacher's logits are multiplied by this factor when it teaches (above 1: the
+    same predictions, over-confident probabilities).
+    """
+
+    name: str
+    hidden: tuple[int, ...] = TEACHER_HIDDEN
+    dropout: float = TEACHER_DROPOUT
+    config: TrainConfig = TEACHER_CONFIG
+    shift: int = 0
+    train_size: int | None = None
+    sharpen: float = 1.0
+
+    def training_key(self) -> dict[str, Any]:
+        """Everything that determines the trained weights (not the name, not ``sharpen``)."""
+        return {"hidden": list(self.hidden), "dropout": self.dropout, "config": self.config.to_dict(),
+                "shift": self.shift, "train_size": self.train_size}
+
+
+REPORT_TEACHER = TeacherRecipe("report (1 epoch)")
 # Students: the same optimiser; alpha = 0.5 weighs hard labels and teacher equally.
 STUDENT_LR = 0.02
 STUDENT_ALPHA = 0.5
@@ -79,7 +108,6 @@ class MnistScale:
 
     train_size: int | None  # None: all 60,000 training images
     seeds: tuple[int, ...]
-    threads: int = 2
     timing_repeats: int = 200
 
 
@@ -104,11 +132,38 @@ def prepare_inputs(dataset: ImageDataset, train_size: int | None) -> tuple[Tenso
             normalize(dataset.test_images, dataset.mean, dataset.std), dataset.test_labels)
 
 
-def train_teacher(x_train: Tensor, y_train: Tensor, seed: int) -> tuple[torch.nn.Module, float]:
-    """Train the 1200-1200 teacher; returns the model and the training wall time."""
+def balanced_subset(labels: Tensor, size: int, seed: int) -> Tensor:
+    """Indices of a random subset of ``size`` examples with (as nearly as possible) equal class
+    counts, drawn with ``seed``; the whole set (in order) when ``size >= len(labels)``."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    if size >= len(labels):
+        return torch.arange(len(labels))
+    generator = torch.Generator().manual_seed(seed)
+    classes = int(labels.max()) + 1
+    picked = []
+    for c in range(classes):
+        members = torch.nonzero(labels == c).flatten()
+        picked.append(members[torch.randperm(len(members), generator=generator)[:size // classes]])
+    chosen = torch.cat(picked)
+    if len(chosen) < size:  # the remainder, at random from the rest
+        rest = torch.ones(len(labels), dtype=torch.bool)
+        rest[chosen] = False
+        others = torch.nonzero(rest).flatten()
+        chosen = torch.cat([chosen, others[torch.randperm(len(others), generator=generator)[:size - len(chosen)]]])
+    return chosen.sort().values
+
+
+def train_teacher(x_train: Tensor, y_train: Tensor, seed: int,
+                  recipe: TeacherRecipe = REPORT_TEACHER) -> tuple[torch.nn.Module, float]:
+    """Train a teacher by ``recipe`` (default: the report's); returns the model and the wall time."""
+    if recipe.train_size is not None:
+        keep = balanced_subset(y_train, recipe.train_size, seed)
+        x_train, y_train = x_train[keep], y_train[keep]
     torch.manual_seed(seed)
-    teacher = mlp(TEACHER_HIDDEN, dropout=TEACHER_DROPOUT)
-    log = train(teacher, x_train, y_train, replace(TEACHER_CONFIG, seed=seed))
+    teacher = mlp(recipe.hidden, dropout=recipe.dropout)
+    shift = (lambda x, g: random_shift(x, g, recipe.shift)) if recipe.shift else None
+    log = train(teacher, x_train, y_train, replace(recipe.config, seed=seed), batch_transform=shift)
     return teacher.eval(), log.wall_s
 
 
@@ -180,7 +235,7 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     results.data["provenance"].setdefault("data_source", dataset.source)
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
     runs = planned_runs(scale.seeds)
-    torch.set_num_threads(scale.threads)
+    results.data["provenance"]["environment"]["torch_threads"] = set_threads("mlp")
     for seed in scale.seeds:
         todo = [(k, s, sd) for k, s, sd in runs if sd == seed and not results.has(s.row_id(k, sd))]
         if not todo and results.has(f"teacher/seed{seed}"):
@@ -275,7 +330,7 @@ def alpha_temperature_sweep(alphas: list[float], temperatures: list[float], prof
     scale = SCALES[check_profile(profile)]
     dataset = dataset if dataset is not None else load_mnist()
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
-    torch.set_num_threads(scale.threads)
+    set_threads("mlp")
     teacher, _ = train_teacher(x_train, y_train, seed)
     teacher_logits = predict_logits(teacher, x_train)
     rows = []

@@ -1,0 +1,310 @@
+"""When does distillation help? Measured regimes on MNIST (chapter 7).
+
+Every sweep trains a one-hidden-layer student three ways, paired by seed (the same class-balanced
+training subset, initial weights and data order):
+
+* ``kd``: the distillation loss from a frozen teacher (``alpha`` weighs the hard labels);
+* ``nokd``: the hard labels alone;
+* ``smooth``: label smoothing, a fixed "teacher" ``(1 - eps) e_y + eps / C`` that knows nothing
+  about the input.
+
+The sweeps: (1) the number of labelled examples; (2) the teacher's quality (accuracy, log-loss,
+calibration); (3) label smoothing against distillation; (4) a grid of temperature and alpha;
+(5) Hinton et al. (2015)'s MNIST regime as an anchor. Teachers are trained once per recipe on
+all 60,000 training images (seed 0) and cached on disk (:mod:`kdlib.checkpoints`); one teacher
+serves every student seed. Rows are shared between sweeps when they are the same run.
+
+``python -m kdlib.experiments regimes --profile full`` writes ``results/mnist_regimes_full.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+import kdlib
+from kdlib.calibration import expected_calibration_error, log_loss, reliability_bins
+from kdlib.checkpoints import cached_model
+from kdlib.data import ImageDataset, load_mnist
+from kdlib.experiments import published_file
+from kdlib.experiments.mnist import REPORT_TEACHER, TeacherRecipe, balanced_subset, prepare_inputs, train_teacher
+from kdlib.models import mlp
+from kdlib.profile import check_profile
+from kdlib.results import ResultFile, new_provenance
+from kdlib.stats import PairedGap, paired_gap
+from kdlib.threads import set_threads
+from kdlib.train import TrainConfig, predict_logits, train
+
+TEACHER_SEED = 0
+TEACHERS: dict[str, TeacherRecipe] = {recipe.name: recipe for recipe in (
+    REPORT_TEACHER,
+    TeacherRecipe("5 epochs", config=replace(REPORT_TEACHER.config, epochs=5, batch_size=64, lr=0.05)),
+    TeacherRecipe("jitter, 15 epochs", shift=2,
+                  config=replace(REPORT_TEACHER.config, epochs=15, batch_size=128, lr=0.1)),
+    TeacherRecipe("over-confident (5 epochs, logits x 4)", sharpen=4.0,
+                  config=replace(REPORT_TEACHER.config, epochs=5, batch_size=64, lr=0.05)),
+    TeacherRecipe("under-trained (2,000 images)", train_size=2_000,
+                  config=replace(REPORT_TEACHER.config, epochs=2)),
+)}
+STEPS_TARGET = 1_500  # small training sets get more epochs: about this many steps, 3 to 200 epochs
+
+
+def epochs_for(train_size: int, batch_size: int) -> int:
+    """Epochs for a student trained on ``train_size`` examples: about STEPS_TARGET steps in all."""
+    return int(min(200, max(3, round(STEPS_TARGET * batch_size / train_size))))
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    """One student training run of a sweep; its fields are its identity in the result file."""
+
+    kind: str  # "kd", "nokd" or "smooth"
+    train_size: int
+    seed: int
+    teacher: str | None = None
+    temperature: float = 1.0
+    alpha: float = 1.0  # weight of the hard labels (1: labels only)
+    label_smoothing: float = 0.0
+    hidden: tuple[int, ...] = (300,)
+    epochs: int = 0  # 0: epochs_for(train_size, batch_size)
+    batch_size: int = 32
+    lr: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("kd", "nokd", "smooth"):
+            raise ValueError(f"kind must be 'kd', 'nokd' or 'smooth', got {self.kind!r}")
+        if (self.kind == "kd") != (self.teacher is not None):
+            raise ValueError("a 'kd' run needs a teacher and the other kinds must not have one")
+        if self.kind == "kd" and self.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.teacher!r}: known teachers are {sorted(TEACHERS)}")
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs or epochs_for(self.train_size, self.batch_size),
+                           batch_size=self.batch_size, lr=self.lr, lr_schedule="cosine",
+                           temperature=self.temperature, alpha=self.alpha,
+                           label_smoothing=self.label_smoothing, seed=self.seed)
+
+    def row_id(self) -> str:
+        width = "-".join(map(str, self.hidden))
+        return (f"{self.kind}/{self.teacher or 'none'}/n{self.train_size}/h{width}/T{self.temperature:g}"
+                f"/a{self.alpha:g}/eps{self.label_smoothing:g}/e{self.config().epochs}_b{self.batch_size}"
+                f"_lr{self.lr:g}/seed{self.seed}")
+
+
+def kd_run(train_size: int, seed: int, teacher: str, temperature: float = 4.0, alpha: float = 0.5,
+           **fields: Any) -> StudentRun:
+    return StudentRun("kd", train_size, seed, teacher, temperature, alpha, **fields)
+
+
+def nokd_run(train_size: int, seed: int, **fields: Any) -> StudentRun:
+    return StudentRun("nokd", train_size, seed, **fields)
+
+
+@dataclass(frozen=True)
+class RegimeScale:
+    """What the sweeps cover in a profile."""
+
+    sizes: tuple[int, ...]  # sweep 1: labelled training-set sizes
+    seeds: tuple[int, ...]
+    main_teacher: str
+    teachers: tuple[str, ...]  # sweep 2
+    teacher_sizes: tuple[int, ...]
+    smoothing: tuple[float, ...]  # sweep 3
+    temperatures: tuple[float, ...]  # sweep 4
+    alphas: tuple[float, ...]
+    grid_sizes: tuple[int, ...]
+    grid_seeds: tuple[int, ...]
+    anchor_seeds: tuple[int, ...]  # sweep 5 (empty: skipped)
+    anchor_epochs: int = 10
+
+
+SCALES: dict[str, RegimeScale] = {
+    "quick": RegimeScale(sizes=(300, 3_000), seeds=(0, 1, 2), main_teacher=REPORT_TEACHER.name,
+                         teachers=(), teacher_sizes=(), smoothing=(0.1,), temperatures=(), alphas=(),
+                         grid_sizes=(), grid_seeds=(), anchor_seeds=()),
+    "full": RegimeScale(sizes=(250, 500, 1_000, 2_000, 5_000, 20_000, 60_000), seeds=(0, 1, 2, 3, 4),
+                        main_teacher="5 epochs", teachers=tuple(TEACHERS), teacher_sizes=(1_000, 60_000),
+                        smoothing=(0.05, 0.1, 0.2, 0.4), temperatures=(1.0, 2.0, 4.0, 8.0, 20.0),
+                        alphas=(0.1, 0.5, 0.9), grid_sizes=(1_000, 60_000), grid_seeds=(0, 1, 2),
+                        anchor_seeds=(0, 1, 2)),
+}
+SCALES["paper"] = SCALES["full"]
+ANCHOR = {"hidden": (800, 800), "batch_size": 128, "lr": 0.05}
+ANCHOR_TEACHER = "jitter, 15 epochs"
+ANCHOR_KD = {"temperature": 20.0, "alpha": 0.1}
+FULL_SIZE = 60_000
+
+
+def planned_runs(scale: RegimeScale) -> list[StudentRun]:
+    """Every student run of the sweeps, in priority order, without duplicates."""
+    runs: list[StudentRun] = []
+    for seed in scale.seeds:  # 1: labelled data
+        for n in scale.sizes:
+            runs += [kd_run(n, seed, scale.main_teacher), nokd_run(n, seed)]
+    for seed in scale.seeds:  # 2: the teacher
+        for n in scale.teacher_sizes:
+            runs += [kd_run(n, seed, name) for name in scale.teachers] + [nokd_run(n, seed)]
+    for seed in scale.seeds:  # 3: label smoothing, at the smallest and largest sweep-1 size
+        for n in sorted({min(scale.sizes), max(scale.sizes)}):
+            runs += [StudentRun("smooth", n, seed, label_smoothing=eps) for eps in scale.smoothing]
+    for seed in scale.grid_seeds:  # 4: temperature and alpha
+        for n in scale.grid_sizes:
+            runs += [kd_run(n, seed, scale.main_teacher, t, a) for t in scale.temperatures for a in scale.alphas]
+    for seed in scale.anchor_seeds:  # 5: Hinton et al.'s regime
+        runs += [kd_run(FULL_SIZE, seed, ANCHOR_TEACHER, epochs=scale.anchor_epochs, **ANCHOR_KD, **ANCHOR),
+                 nokd_run(FULL_SIZE, seed, epochs=scale.anchor_epochs, **ANCHOR)]
+    return list(dict.fromkeys(runs))
+
+
+def teacher_metrics(logits: Tensor, labels: Tensor) -> dict[str, Any]:
+    """Test-set accuracy, errors, log-loss, calibration error and reliability bins of a teacher."""
+    probs = logits.softmax(dim=1)
+    bins = reliability_bins(probs, labels)
+    return {"accuracy": (logits.argmax(1) == labels).float().mean().item(),
+            "errors": int((logits.argmax(1) != labels).sum()), "log_loss": log_loss(logits, labels),
+            "ece": expected_calibration_error(probs, labels), "reliability": asdict(bins)}
+
+
+class Teachers:
+    """The sweeps' teachers, each trained once (or loaded from its checkpoint) when first asked
+    for; holds each teacher's logits on the training set."""
+
+    def __init__(self, profile: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+                 source: str, results: ResultFile) -> None:
+        self.profile, self.source, self.results = profile, source, results
+        self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
+        self.logits: dict[str, Tensor] = {}
+
+    def train_logits(self, name: str) -> Tensor:
+        """Logits of teacher ``name`` (sharpened by its recipe) for every training image."""
+        if name not in self.logits:
+            recipe = TEACHERS[name]
+            key = {"experiment": "mnist-teacher", **recipe.training_key(), "seed": TEACHER_SEED,
+                   "data": self.source, "train_rows": len(self.x_train), "kdlib": kdlib.__version__}
+
+            def fit(model: nn.Module) -> dict[str, Any]:
+                trained, wall = train_teacher(self.x_train, self.y_train, TEACHER_SEED, recipe)
+                model.load_state_dict(trained.state_dict())
+                return {"train_wall_s": wall}
+
+            model, info = cached_model("mnist_teacher", key, lambda: mlp(recipe.hidden, dropout=recipe.dropout), fit)
+            row_id = f"teacher/{name}"
+            if not self.results.has(row_id):
+                test_logits = predict_logits(model, self.x_test) * recipe.sharpen
+                self.results.put(row_id, {"kind": "teacher", "teacher": name, "recipe": asdict(recipe),
+                                          "seed": TEACHER_SEED, **info, **teacher_metrics(test_logits, self.y_test)})
+            self.logits[name] = predict_logits(model, self.x_train) * recipe.sharpen
+        return self.logits[name]
+
+
+def run_student(run: StudentRun, data: tuple[Tensor, ...], teachers: Teachers) -> dict[str, Any]:
+    """Train one student of ``run`` and return its result row."""
+    x_train, y_train, x_test, y_test = data
+    keep = balanced_subset(y_train, run.train_size, run.seed)
+    soft = teachers.train_logits(run.teacher)[keep] if run.teacher is not None else None
+    torch.manual_seed(run.seed)
+    student = mlp(list(run.hidden))
+    config = run.config()
+    log = train(student, x_train[keep], y_train[keep], config, teacher_logits=soft)
+    logits = predict_logits(student, x_test)
+    return {**asdict(run), "hidden": list(run.hidden), "config": config.to_dict(),
+            "accuracy": (logits.argmax(1) == y_test).float().mean().item(),
+            "errors": int((logits.argmax(1) != y_test).sum()), "log_loss": log_loss(logits, y_test),
+            "train_wall_s": log.wall_s}
+
+
+def run_regimes(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
+                dataset: ImageDataset | None = None, command: str | None = None,
+                time_budget_s: float | None = None) -> dict[str, Any]:
+    """Run (or resume) the sweeps of chapter 7 at ``profile`` scale; returns the result data."""
+    scale = SCALES[check_profile(profile)]
+    started = time.perf_counter()
+    results = ResultFile(out, "mnist-regimes", new_provenance(command, profile=profile, scale=asdict(scale),
+                                                              dataset="MNIST", teachers=sorted(TEACHERS)))
+    results.data["provenance"]["environment"]["torch_threads"] = set_threads("mlp")
+    dataset = dataset if dataset is not None else load_mnist()
+    results.data["provenance"].setdefault("data_source", dataset.source)
+    data = prepare_inputs(dataset, None)
+    teachers = Teachers(profile, *data, dataset.source, results)
+    for name in {scale.main_teacher, *scale.teachers, *([ANCHOR_TEACHER] if scale.anchor_seeds else [])}:
+        teachers.train_logits(name)  # teacher rows first, so that a partial file has them
+    todo = [run for run in planned_runs(scale) if not results.has(run.row_id())]
+    for i, run in enumerate(todo, 1):
+        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
+            print(f"time budget of {time_budget_s:.0f} s spent: stopping; rerun to resume", flush=True)
+            break
+        row = run_student(run, data, teachers)
+        if progress:
+            print(f"{i}/{len(todo)} {run.row_id()}: accuracy {row['accuracy']:.4f}, "
+                  f"{row['train_wall_s']:.1f} s", flush=True)
+        results.put(run.row_id(), row)
+    results.set("wall_s", results.data.get("wall_s", 0.0) + time.perf_counter() - started)
+    return results.data
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables for the chapter
+
+
+def load_published() -> dict[str, Any]:
+    """The committed full-profile result file ``results/mnist_regimes_full.json``."""
+    import json
+
+    return json.loads(published_file("mnist_regimes_full.json").read_text())
+
+
+def student_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """One line per student run, accuracy in percent."""
+    rows = [r for r in data["rows"].values() if r.get("kind") != "teacher"]
+    frame = pd.DataFrame(rows)
+    frame["hidden"] = frame["hidden"].map(tuple)
+    frame["accuracy_pct"] = 100 * frame["accuracy"]
+    return frame
+
+
+def teacher_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """One line per teacher: accuracy, test errors, log-loss and calibration error."""
+    rows = [r for r in data["rows"].values() if r.get("kind") == "teacher"]
+    return pd.DataFrame([{"teacher": r["teacher"], "accuracy_pct": 100 * r["accuracy"], "errors": r["errors"],
+                          "log_loss": r["log_loss"], "ece": r["ece"]} for r in rows])
+
+
+def _select(frame: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
+    mask = pd.Series(True, index=frame.index)
+    for column, value in conditions.items():
+        mask &= frame[column].map(lambda v, want=value: pd.isna(v) if want is None else v == want).astype(bool)
+    return frame[mask]
+
+
+def gap(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> PairedGap:
+    """Paired gap (percentage points) of accuracy between two kinds of run, matched by seed."""
+    a = _select(frame, **treated).set_index("seed").accuracy_pct
+    b = _select(frame, **baseline).set_index("seed").accuracy_pct
+    seeds = sorted(set(a.index) & set(b.index))
+    return paired_gap([a[s] for s in seeds], [b[s] for s in seeds])
+
+
+PLAIN = {"hidden": (300,), "batch_size": 32, "lr": 0.02}
+
+
+def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFrame:
+    """Sweep 1: accuracy of KD and labels-only students and the paired KD gain, per size."""
+    frame = student_frame(data)
+    teacher = teacher or data["provenance"]["scale"]["main_teacher"]
+    lines = []
+    for n in sorted(frame.train_size.unique()):
+        kd = dict(kind="kd", train_size=n, teacher=teacher, temperature=4.0, alpha=0.5, epochs=0, **PLAIN)
+        no = dict(kind="nokd", train_size=n, epochs=0, **PLAIN)
+        if _select(frame, **kd).empty or _select(frame, **no).empty:
+            continue
+        g = gap(frame, kd, no)
+        lines.append({"labelled examples": n, "KD acc %": _select(frame, **kd).accuracy_pct.mean(),
+                      "labels-only acc %": _select(frame, **no).accuracy_pct.mean(), "gain": g.mean,
+                      "CI low": g.low, "CI high": g.high, "seeds": g.n})
+    return pd.DataFrame(lines)
