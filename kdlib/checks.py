@@ -122,3 +122,45 @@ def check_crossover_n(answer: float, problem, losses: np.ndarray, teacher: np.nd
     empirical = theory.exact_moments(problem, losses, None).variance
     terms = theory.lemma2_terms(problem, losses, teacher, n=1)
     return check_close(answer, (empirical - terms.variance_term) / terms.squared_bias, "N*")
+
+
+def check_ece(fn: Callable[[Tensor, Tensor, int], float]) -> Verdict:
+    """Exercise: ``fn(probs, labels, bins)`` returns the expected calibration error."""
+    from kdlib.calibration import expected_calibration_error
+
+    g = torch.Generator().manual_seed(7)
+    probs = torch.softmax(torch.randn(400, 10, generator=g) * 3, dim=1)
+    labels = torch.randint(0, 10, (400,), generator=g)
+    labels[:200] = probs[:200].argmax(dim=1)  # some right, some wrong
+    answer = run_answer(fn, probs, labels, 15)
+    if answer is NotImplemented:
+        return verdict(False, "", "the function still raises NotImplementedError: fill it in.")
+    if isinstance(answer, Exception):
+        return verdict(False, "", f"calling it raised {type(answer).__name__}: {answer}")
+    expected = expected_calibration_error(probs, labels, 15)
+    value = float(answer)  # type: ignore[arg-type]
+    if abs(value - expected) <= 1e-5:
+        return verdict(True, f"ECE = {expected:.4f} on the test predictions.", "")
+    confidence, predicted = probs.max(dim=1)
+    unweighted = abs((predicted == labels).float().mean() - confidence.mean()).item()
+    if abs(value - unweighted) <= 1e-5:
+        return verdict(False, "", "you compared the overall accuracy with the overall confidence; "
+                       "compare them bin by bin and weight each bin by its share.")
+    return verdict(False, "", f"expected {expected:.4f}, got {value:.4f}: bin by confidence (the largest "
+                   "probability), weight each bin's |accuracy - confidence| by its share of the predictions.")
+
+
+PAIRED_EXERCISE = ([95.1, 95.4, 94.9, 95.3, 95.0], [89.8, 90.2, 89.5, 90.1, 89.6])
+
+
+def check_paired_interval(low: float, high: float) -> Verdict:
+    """Exercise: the 95% paired-t confidence interval of :data:`PAIRED_EXERCISE`'s gain."""
+    from kdlib.stats import paired_gap
+
+    gap = paired_gap(*PAIRED_EXERCISE)
+    if abs(low - gap.low) <= 1e-3 and abs(high - gap.high) <= 1e-3:
+        return verdict(True, f"gain {gap.mean:.2f}, 95% CI [{gap.low:.3f}, {gap.high:.3f}].", "")
+    if abs((low + high) / 2 - gap.mean) > 1e-3:
+        return verdict(False, "", f"the interval should be centred on the mean paired difference, {gap.mean:.2f}.")
+    return verdict(False, "", "use the standard deviation of the differences (n - 1 in the denominator), "
+                   "divided by sqrt(5), times the t quantile t(0.975, 4) = 2.776.")

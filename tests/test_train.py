@@ -92,3 +92,51 @@ def test_bad_configs_and_misaligned_inputs() -> None:
         train(model, x, y, TrainConfig(alpha=0.5))
     with pytest.raises(ValueError, match="labels are needed"):
         train(model, x, None, TrainConfig(alpha=0.5), teacher_logits=torch.zeros(64, 3))
+
+
+def test_label_smoothing_is_cross_entropy_with_the_smoothed_target() -> None:
+    from kdlib.losses import softmax_cross_entropy
+
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    eps = 0.2
+    target = torch.full((6, 4), eps / 4) + (1 - eps) * torch.nn.functional.one_hot(labels, 4)
+    assert torch.allclose(softmax_cross_entropy(logits, labels, eps), softmax_cross_entropy(logits, target))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)
+
+
+def test_warmup_then_cosine_schedule() -> None:
+    from kdlib.train import make_optimizer, make_scheduler
+
+    model = mlp([2], in_features=2, num_classes=2)
+    config = TrainConfig(epochs=4, lr=1.0, lr_schedule="cosine", warmup_epochs=1)
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=10)
+    lrs = []
+    for _ in range(40):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up
+    assert lrs[10] == pytest.approx(1.0) and lrs[-1] < 0.01  # then cosine decay
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=2, warmup_epochs=2)
+
+
+def test_training_stops_on_a_non_finite_loss_and_rejects_empty_data() -> None:
+    x, y = toy_problem(64)
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        train(mlp([32], in_features=16, num_classes=3), x * 1e30, y, TrainConfig(epochs=2, lr=1e3))
+    with pytest.raises(ValueError, match="empty"):
+        train(mlp([32], in_features=16, num_classes=3), x[:0], y[:0], TrainConfig())
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=float("inf"))
+
+
+def test_epoch_callback_sees_every_epoch() -> None:
+    x, y = toy_problem(64)
+    model = mlp([8], in_features=16, num_classes=3)
+    log = train(model, x, y, TrainConfig(epochs=3), on_epoch=lambda epoch, m: {"epoch": epoch,
+                                                                              "acc": accuracy(m, x, y)})
+    assert [h["epoch"] for h in log.history] == [1, 2, 3]

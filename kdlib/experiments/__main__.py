@@ -10,7 +10,7 @@ from pathlib import Path
 from kdlib.experiments import RESULTS_DIR
 from kdlib.profile import PROFILES, current_profile
 
-EXPERIMENTS = ("mnist", "cifar10", "regimes")
+EXPERIMENTS = ("mnist", "cifar10", "regimes", "cifar10-precision")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,13 +30,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="train nothing; only add the CPU inference timings to the result file")
     args = parser.parse_args(argv)
     profile = args.profile or current_profile()
-    stem = "mnist_regimes" if args.experiment == "regimes" else args.experiment
+    stem = {"regimes": "mnist_regimes", "cifar10-precision": "cifar10_precision"}.get(args.experiment,
+                                                                                   args.experiment)
     out = args.out or RESULTS_DIR / f"{stem}_{profile}.json"
     command = "python -m kdlib.experiments " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.experiment == "mnist":
         from kdlib.experiments.mnist import run_mnist
 
         data = run_mnist(profile, out=out, command=command)
+    elif args.experiment == "cifar10-precision":
+        from kdlib.experiments.cifar import run_precision_check
+
+        data = run_precision_check(profile, out=out, command=command)
     elif args.experiment == "regimes":
         from kdlib.experiments.regimes import run_regimes
 
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
         data = run_cifar(profile, out=out, command=command, time_budget_s=args.time_budget_s,
                          inference=not args.no_inference, rows=() if args.inference_only else TABLE2)
-    print(f"wrote {out} ({len(data['rows'])} rows, {data['wall_s']:.0f} s in all)")
+    print(f"wrote {out} ({len(data['rows'])} rows, {data.get('wall_s', 0):.0f} s in all)")
     return 0
 
 

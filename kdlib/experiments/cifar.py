@@ -15,7 +15,7 @@ be a ResNet-18 (basic blocks [2, 2, 2, 2]), the standard small ResNet, distilled
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,10 @@ from kdlib.checkpoints import cached_model
 from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, load_cifar10
 from kdlib.experiments import published_file
 from kdlib.models import cifar_resnet
+from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
+from kdlib.stats import PairedGap, paired_gap
 from kdlib.threads import set_threads
 from kdlib.train import TrainConfig, predict_logits, train
 
@@ -155,7 +157,7 @@ def train_config(scale: CifarScale, epochs: int, seed: int, kd: bool, device: to
     return TrainConfig(epochs=epochs, batch_size=scale.batch_size, lr=scale.lr, momentum=0.9,
                        weight_decay=5e-4, lr_schedule="cosine", warmup_epochs=scale.warmup_epochs, seed=seed,
                        temperature=KD_TEMPERATURE if kd else 1.0, alpha=KD_ALPHA if kd else 1.0,
-                       label_smoothing=label_smoothing, mixed_precision=device.type == "cuda")
+                       label_smoothing=label_smoothing, mixed_precision=use_bfloat16(device))
 
 
 def evaluate(model: nn.Module, images: Tensor, labels: Tensor, flip: bool) -> float:
@@ -287,6 +289,44 @@ def run_cifar(profile: str = "quick", out: Path | str | None = None, progress: b
     return results.data
 
 
+PRECISION_ROW = CLAIM_ROWS[3]  # the ideal student on the reduced set, without a teacher
+
+
+def run_precision_check(profile: str = "full", out: Path | str | None = None, seeds: tuple[int, ...] = (0, 1, 2),
+                        epochs: int = 30, dataset: ImageDataset | None = None, command: str | None = None,
+                        progress: bool = True) -> dict[str, Any]:
+    """Does the bfloat16 fast path train as well as float32? The ideal student on the reduced set
+    (no teacher), ``epochs`` epochs at the profile's width and recipe, in both precisions, paired
+    by seed, on the CPU. Rows ``float32/seed<s>`` and ``bfloat16/seed<s>``."""
+    scale = SCALES[check_profile(profile)]
+    started = time.perf_counter()
+    row = next(r for r in TABLE2 if r.name == PRECISION_ROW)
+    device = torch.device("cpu")
+    results = ResultFile(out, "cifar10-precision", new_provenance(command, profile=profile, scale=asdict(scale),
+                                                                  dataset="CIFAR-10", device=str(device),
+                                                                  epochs=epochs, row=PRECISION_ROW))
+    results.data["provenance"]["environment"]["torch_threads"] = set_threads("resnet")
+    dataset = dataset if dataset is not None else load_cifar10()
+    results.data["provenance"].setdefault("data_source", dataset.source)
+    x_train, y_train, x_test, y_test = subset(dataset, scale)
+    keep = first_per_class(y_train, scale.reduced_per_class)
+    for seed in seeds:
+        for name, bf16 in (("float32", False), ("bfloat16", True)):
+            if results.has(f"{name}/seed{seed}"):
+                continue
+            torch.manual_seed(seed)
+            student = make_model(row.blocks, row.block, row.stride, scale.width, device)
+            config = replace(train_config(scale, epochs, seed, kd=False, device=device), mixed_precision=bf16)
+            log = train(student, x_train[keep], y_train[keep], config, batch_transform=augmenting())
+            result = {"precision": name, "seed": seed, "config": config.to_dict(), "train_wall_s": log.wall_s,
+                      "samples_per_s": log.samples_per_s, "accuracy": evaluate(student, x_test, y_test, scale.flip_test)}
+            if progress:
+                print(f"[seed {seed}] {name}: accuracy {result['accuracy']:.4f}, {log.wall_s:.0f} s", flush=True)
+            results.put(f"{name}/seed{seed}", result)
+    results.set("wall_s", results.data.get("wall_s", 0.0) + time.perf_counter() - started)
+    return results.data
+
+
 # ------------------------------------------------------------------------------------------------
 # Tables for the chapter
 
@@ -381,6 +421,20 @@ def plot_kd_effect(data: dict[str, Any]):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def claim_gaps(data: dict[str, Any]) -> dict[str, PairedGap]:
+    """What the KD loss adds to the ideal student (percentage points), paired by seed, with a 95%
+    confidence interval, on the full (``"full"``) and the reduced (``"reduced"``) training set."""
+    pairs = {"full": ("Blocks = [1, 1, 1, 1], Stride = 2", "Ideal with no KD loss"),
+             "reduced": ("Ideal on reduced train set", "Ideal on reduced train set with no KD loss")}
+    gaps = {}
+    for key, (with_kd, without_kd) in pairs.items():
+        runs = {name: {r["seed"]: 100 * r["accuracy"] for r in data["rows"].values()
+                       if r.get("kind") == "student" and r["name"] == name} for name in (with_kd, without_kd)}
+        seeds = sorted(set(runs[with_kd]) & set(runs[without_kd]))
+        gaps[key] = paired_gap([runs[with_kd][s] for s in seeds], [runs[without_kd][s] for s in seeds])
+    return gaps
 
 
 def kd_gains(accuracy_pct: pd.Series) -> dict[str, float]:

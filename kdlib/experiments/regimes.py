@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
@@ -181,25 +182,29 @@ class Teachers:
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
         self.logits: dict[str, Tensor] = {}
 
+    def model(self, name: str) -> nn.Module:
+        """Teacher ``name``, trained once (or loaded from its verified checkpoint), recorded as a row."""
+        recipe = TEACHERS[name]
+        key = {"experiment": "mnist-teacher", **recipe.training_key(), "seed": TEACHER_SEED,
+               "data": self.source, "train_rows": len(self.x_train), "kdlib": kdlib.__version__}
+
+        def fit(model: nn.Module) -> dict[str, Any]:
+            trained, wall = train_teacher(self.x_train, self.y_train, TEACHER_SEED, recipe)
+            model.load_state_dict(trained.state_dict())
+            return {"train_wall_s": wall}
+
+        model, info = cached_model("mnist_teacher", key, lambda: mlp(recipe.hidden, dropout=recipe.dropout), fit)
+        row_id = f"teacher/{name}"
+        if not self.results.has(row_id):
+            test_logits = predict_logits(model, self.x_test) * recipe.sharpen
+            self.results.put(row_id, {"kind": "teacher", "teacher": name, "recipe": asdict(recipe),
+                                      "seed": TEACHER_SEED, **info, **teacher_metrics(test_logits, self.y_test)})
+        return model
+
     def train_logits(self, name: str) -> Tensor:
         """Logits of teacher ``name`` (sharpened by its recipe) for every training image."""
         if name not in self.logits:
-            recipe = TEACHERS[name]
-            key = {"experiment": "mnist-teacher", **recipe.training_key(), "seed": TEACHER_SEED,
-                   "data": self.source, "train_rows": len(self.x_train), "kdlib": kdlib.__version__}
-
-            def fit(model: nn.Module) -> dict[str, Any]:
-                trained, wall = train_teacher(self.x_train, self.y_train, TEACHER_SEED, recipe)
-                model.load_state_dict(trained.state_dict())
-                return {"train_wall_s": wall}
-
-            model, info = cached_model("mnist_teacher", key, lambda: mlp(recipe.hidden, dropout=recipe.dropout), fit)
-            row_id = f"teacher/{name}"
-            if not self.results.has(row_id):
-                test_logits = predict_logits(model, self.x_test) * recipe.sharpen
-                self.results.put(row_id, {"kind": "teacher", "teacher": name, "recipe": asdict(recipe),
-                                          "seed": TEACHER_SEED, **info, **teacher_metrics(test_logits, self.y_test)})
-            self.logits[name] = predict_logits(model, self.x_train) * recipe.sharpen
+            self.logits[name] = predict_logits(self.model(name), self.x_train) * TEACHERS[name].sharpen
         return self.logits[name]
 
 
@@ -308,3 +313,194 @@ def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFra
                       "labels-only acc %": _select(frame, **no).accuracy_pct.mean(), "gain": g.mean,
                       "CI low": g.low, "CI high": g.high, "seeds": g.n})
     return pd.DataFrame(lines)
+
+
+def equivalent_labelled(table: pd.DataFrame) -> pd.Series:
+    """For each size N, how many labelled examples the labels-only student would need to match
+    the KD student's accuracy at N (log-linear interpolation of the labels-only curve; NaN
+    beyond the largest size measured). Its ratio to N is the data KD was "worth"."""
+    sizes = table["labelled examples"].astype(float).to_numpy()
+    plain = table["labels-only acc %"].to_numpy()
+    out = []
+    for kd in table["KD acc %"]:
+        above = [i for i in range(len(plain)) if plain[i] >= kd]
+        if not above:
+            out.append(float("nan"))
+            continue
+        i = above[0]
+        if i == 0:
+            out.append(sizes[0])
+            continue
+        frac = (kd - plain[i - 1]) / (plain[i] - plain[i - 1])
+        out.append(float(np.exp(np.log(sizes[i - 1]) + frac * (np.log(sizes[i]) - np.log(sizes[i - 1])))))
+    return pd.Series(out, index=table.index, name="equivalent labelled examples")
+
+
+def risk_variances(student_logits: Tensor, teacher_probs: Tensor, labels: Tensor) -> dict[str, float]:
+    """Chapter 3 on real data: the per-example variance of a fixed predictor's log-loss against
+    one-hot labels, and against the teacher's probabilities (the distilled risk's summand)."""
+    log_p = student_logits.double().log_softmax(dim=1)
+    one_hot = -log_p.gather(1, labels.unsqueeze(1)).squeeze(1)
+    distilled = -(teacher_probs.double() * log_p).sum(dim=1)
+    return {"empirical": one_hot.var().item(), "distilled": distilled.var().item(),
+            "ratio": one_hot.var().item() / distilled.var().item()}
+
+
+def variance_ratio(profile: str = "quick", train_size: int = 1_000, seed: int = 0,
+                   dataset: ImageDataset | None = None) -> dict[str, float]:
+    """Chapter 3's variance comparison on MNIST: a labels-only student trained on ``train_size``
+    images is the fixed predictor; its per-example test log-loss is taken against the labels and
+    against the profile's main teacher's probabilities (see :func:`risk_variances`)."""
+    scale = SCALES[check_profile(profile)]
+    set_threads("mlp")
+    dataset = dataset if dataset is not None else load_mnist()
+    x_train, y_train, x_test, y_test = prepare_inputs(dataset, None)
+    teachers = Teachers(profile, x_train, y_train, x_test, y_test, dataset.source,
+                        ResultFile(None, "mnist-regimes", {}))
+    teacher = teachers.model(scale.main_teacher)
+    run = nokd_run(train_size, seed)
+    keep = balanced_subset(y_train, train_size, seed)
+    torch.manual_seed(seed)
+    student = mlp(list(run.hidden))
+    train(student, x_train[keep], y_train[keep], run.config())
+    teacher_probs = (predict_logits(teacher, x_test) * TEACHERS[scale.main_teacher].sharpen).softmax(dim=1)
+    return risk_variances(predict_logits(student, x_test), teacher_probs, y_test)
+
+
+def teacher_gains(data: dict[str, Any], train_size: int) -> pd.DataFrame:
+    """Sweep 2: each teacher's test metrics beside its students' paired KD gain at ``train_size``."""
+    frame = student_frame(data)
+    teachers = teacher_frame(data).set_index("teacher")
+    no = dict(kind="nokd", train_size=train_size, epochs=0, **PLAIN)
+    lines = []
+    for name in teachers.index:
+        kd = dict(kind="kd", train_size=train_size, teacher=name, temperature=4.0, alpha=0.5, epochs=0, **PLAIN)
+        if _select(frame, **kd).empty:
+            continue
+        g = gap(frame, kd, no)
+        lines.append({"teacher": name, **teachers.loc[name].to_dict(), "gain": g.mean, "CI low": g.low,
+                      "CI high": g.high, "seeds": g.n})
+    return pd.DataFrame(lines)
+
+
+def smoothing_vs_kd(data: dict[str, Any]) -> pd.DataFrame:
+    """Sweep 3: at each size, the best label smoothing (highest mean accuracy; chosen on the test
+    set, so slightly flattered) against the labels-only and the KD student, paired by seed."""
+    frame = student_frame(data)
+    teacher = data["provenance"]["scale"]["main_teacher"]
+    lines = []
+    for n in sorted(_select(frame, kind="smooth").train_size.unique()):
+        smooth = _select(frame, kind="smooth", train_size=n)
+        best = smooth.groupby("label_smoothing").accuracy_pct.mean().idxmax()
+        sm = dict(kind="smooth", train_size=n, label_smoothing=best, epochs=0, **PLAIN)
+        no = dict(kind="nokd", train_size=n, epochs=0, **PLAIN)
+        kd = dict(kind="kd", train_size=n, teacher=teacher, temperature=4.0, alpha=0.5, epochs=0, **PLAIN)
+        smooth_gain, kd_gain, kd_over_smooth = gap(frame, sm, no), gap(frame, kd, no), gap(frame, kd, sm)
+        lines.append({"labelled examples": n, "best eps": best, "smoothing gain": smooth_gain.mean,
+                      "smoothing CI": f"[{smooth_gain.low:+.2f}, {smooth_gain.high:+.2f}]",
+                      "KD gain": kd_gain.mean, "KD over smoothing": kd_over_smooth.mean,
+                      "KD over smoothing CI": f"[{kd_over_smooth.low:+.2f}, {kd_over_smooth.high:+.2f}]",
+                      "share of KD gain": smooth_gain.mean / kd_gain.mean})
+    return pd.DataFrame(lines)
+
+
+def grid(data: dict[str, Any], train_size: int) -> pd.DataFrame:
+    """Sweep 4: mean accuracy (%) of the KD student for each (T, alpha), main teacher."""
+    frame = _select(student_frame(data), kind="kd", train_size=train_size,
+                    teacher=data["provenance"]["scale"]["main_teacher"], epochs=0, **PLAIN)
+    return frame.pivot_table(index="temperature", columns="alpha", values="accuracy_pct", aggfunc="mean")
+
+
+def anchor_table(data: dict[str, Any]) -> pd.DataFrame:
+    """Sweep 5: test errors (of 10,000) beside Hinton et al. (2015)'s MNIST numbers."""
+    frame = student_frame(data)
+    teacher = teacher_frame(data).set_index("teacher").loc[ANCHOR_TEACHER]
+    select = dict(hidden=ANCHOR["hidden"], batch_size=ANCHOR["batch_size"], lr=ANCHOR["lr"])
+    kd = _select(frame, kind="kd", teacher=ANCHOR_TEACHER, **select).errors
+    no = _select(frame, kind="nokd", **select).errors
+    return pd.DataFrame([
+        {"model": f"teacher 1200-1200 ({ANCHOR_TEACHER})", "Hinton et al. errors": 67,
+         "our errors": f"{teacher.errors:.0f}"},
+        {"model": "student 800-800, labels only", "Hinton et al. errors": 146,
+         "our errors": f"{no.mean():.0f} ± {no.std(ddof=1):.0f}"},
+        {"model": f"student 800-800, KD (T = {ANCHOR_KD['temperature']:g})", "Hinton et al. errors": 74,
+         "our errors": f"{kd.mean():.0f} ± {kd.std(ddof=1):.0f}"},
+    ])
+
+
+def plot_gain_by_size(table: pd.DataFrame):
+    """The paired KD gain with its 95% confidence interval against the number of labelled examples."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    n = table["labelled examples"]
+    ax.errorbar(n, table.gain, yerr=[table.gain - table["CI low"], table["CI high"] - table.gain],
+                fmt="o-", capsize=4, label="KD minus labels only (95% CI)")
+    ax.axhline(0, color="gray", lw=1)
+    ax.set_xscale("log")
+    ax.set_xticks(n, [f"{v:,}" for v in n])
+    ax.set_xlabel("labelled training examples (log scale)")
+    ax.set_ylabel("accuracy gain (percentage points)")
+    ax.set_title("Distillation pays most when labels are scarce")
+    ax.legend(fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reliability(data: dict[str, Any]):
+    """Reliability diagrams of the teachers: accuracy against confidence, per confidence bin."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="perfectly calibrated")
+    for row in (r for r in data["rows"].values() if r.get("kind") == "teacher"):
+        bins = row["reliability"]
+        points = [(c, a) for c, a, n in zip(bins["confidence"], bins["accuracy"], bins["counts"]) if n >= 20]
+        ax.plot(*zip(*points), "o-", ms=4, label=f"{row['teacher']} (ECE {row['ece']:.3f})")
+    ax.set_xlabel("confidence (largest predicted probability)")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("Teachers' reliability (bins with at least 20 test images)")
+    ax.set_xlim(0.3, 1.01)
+    ax.set_ylim(0.3, 1.01)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_teacher_gains(tables: dict[int, pd.DataFrame]):
+    """Each teacher's KD gain against its test log-loss and its accuracy, one colour per size."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for (n, table), marker in zip(tables.items(), "os^"):
+        for ax, column in zip(axes, ("log_loss", "accuracy_pct")):
+            ax.errorbar(table[column], table.gain, yerr=[table.gain - table["CI low"], table["CI high"] - table.gain],
+                        fmt=marker, capsize=3, label=f"{n:,} labelled examples")
+    axes[0].set_xlabel("teacher's test log-loss (lower is better)")
+    axes[1].set_xlabel("teacher's test accuracy (%)")
+    axes[0].set_ylabel("KD gain (percentage points)")
+    for ax in axes:
+        ax.axhline(0, color="gray", lw=1)
+        ax.legend(fontsize=8)
+    fig.suptitle("What makes a good teacher? KD gain against the teacher's log-loss and accuracy")
+    fig.tight_layout()
+    return fig
+
+
+def plot_grid(grids: dict[int, pd.DataFrame]):
+    """Heat maps of the KD student's accuracy over (T, alpha), one per training-set size."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(grids), figsize=(5 * len(grids), 3.8))
+    for ax, (n, table) in zip(np.atleast_1d(axes), grids.items()):
+        image = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(table.columns)), [f"{a:g}" for a in table.columns])
+        ax.set_yticks(range(len(table.index)), [f"{t:g}" for t in table.index])
+        for (i, j), value in np.ndenumerate(table.to_numpy()):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=9, color="white")
+        ax.set_xlabel("alpha (weight of the hard labels)")
+        ax.set_ylabel("temperature T")
+        ax.set_title(f"{n:,} labelled examples: accuracy (%)")
+        fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig

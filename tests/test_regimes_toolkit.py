@@ -1,0 +1,162 @@
+"""The pieces of chapter 7: calibration, paired gaps, cached checkpoints, subsets, shifts, threads."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from kdlib.augment import random_shift
+from kdlib.calibration import expected_calibration_error, log_loss, reliability_bins
+from kdlib.checkpoints import cached_model, checkpoint_path
+from kdlib.experiments import regimes
+from kdlib.experiments.mnist import balanced_subset
+from kdlib.models import mlp
+from kdlib.stats import paired_gap
+from kdlib.threads import threads_for
+
+
+def test_ece_of_known_predictions() -> None:
+    # two bins used: confidence 0.9 (4 of 5 right: gap 0.1) and 0.6 (1 of 5 right: gap 0.4)
+    probs = torch.tensor([[0.9, 0.1]] * 5 + [[0.6, 0.4]] * 5)
+    labels = torch.tensor([0, 0, 0, 0, 1] + [0, 1, 1, 1, 1])
+    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.5 * 0.1 + 0.5 * 0.4)
+    bins = reliability_bins(probs, labels, bins=10)
+    assert bins.counts[9] == 0 and bins.counts[8] == 5 and bins.counts[6] == 5
+    assert bins.accuracy[8] == pytest.approx(0.8) and math.isnan(bins.accuracy[0])
+
+
+def test_perfectly_calibrated_predictions_have_zero_ece() -> None:
+    probs = torch.tensor([[0.75, 0.25]] * 4)
+    assert expected_calibration_error(probs, torch.tensor([0, 0, 0, 1])) == pytest.approx(0.0)
+
+
+def test_log_loss_and_bad_inputs() -> None:
+    logits = torch.tensor([[0.0, 0.0]])
+    assert log_loss(logits, torch.tensor([1])) == pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match="long"):
+        expected_calibration_error(torch.tensor([[0.5, 0.5]]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="softmax"):
+        expected_calibration_error(torch.tensor([[2.0, 0.5]]), torch.tensor([1]))
+
+
+def test_paired_gap_matches_a_hand_computation() -> None:
+    gap = paired_gap([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])  # differences 2, 3, 4: mean 3, sd 1
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2)
+    assert (gap.mean, gap.std, gap.n) == (3.0, 1.0, 3)
+    assert gap.low == pytest.approx(3 - half) and gap.high == pytest.approx(3 + half)
+    assert gap.excludes_zero
+    assert not paired_gap([1.0, 2.0], [1.5, 1.0]).excludes_zero
+    with pytest.raises(ValueError, match="same length"):
+        paired_gap([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        paired_gap([1.0], [2.0])
+
+
+def test_checkpoints_are_reused_and_damaged_ones_retrained(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    fits = []
+
+    def fit(model):
+        fits.append(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(0.5)
+        return {"wall": 1.0}
+
+    key = {"what": "toy", "lr": 0.1}
+    first, info = cached_model("toy", key, lambda: mlp([3], in_features=4), fit)
+    again, info2 = cached_model("toy", key, lambda: mlp([3], in_features=4), fit)
+    assert len(fits) == 1 and info2 == info == {"wall": 1.0}
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    path = checkpoint_path("toy", key)
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF  # corrupt one byte
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="checksum"):
+        cached_model("toy", key, lambda: mlp([3], in_features=4), fit)
+    assert len(fits) == 2
+    assert checkpoint_path("toy", {"what": "toy", "lr": 0.2}) != path  # another recipe, another file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached_model("toy", key, lambda: mlp([3], in_features=4), fit)  # repaired: loads silently
+    assert len(fits) == 2
+
+
+def test_balanced_subset() -> None:
+    labels = torch.arange(10).repeat(50)
+    idx = balanced_subset(labels, 103, seed=1)
+    assert len(idx) == 103 and len(set(idx.tolist())) == 103
+    counts = torch.bincount(labels[idx], minlength=10)
+    assert counts.min() >= 10
+    assert torch.equal(idx, balanced_subset(labels, 103, seed=1))
+    assert not torch.equal(idx, balanced_subset(labels, 103, seed=2))
+    assert torch.equal(balanced_subset(labels, 10_000, seed=0), torch.arange(500))
+
+
+def test_random_shift_moves_without_mirroring() -> None:
+    image = torch.zeros(1, 1, 8, 8)
+    image[0, 0, 3, 2] = 1.0  # an asymmetric point
+    shifted = random_shift(image.repeat(64, 1, 1, 1), torch.Generator().manual_seed(0), max_shift=2)
+    rows, cols = torch.nonzero(shifted[:, 0] == 1.0, as_tuple=True)[1:]
+    assert shifted.sum() == 64  # one pixel per image, never lost inside the 2-pixel margin
+    assert rows.min() >= 1 and rows.max() <= 5 and cols.min() >= 0 and cols.max() <= 4  # a mirror would reach 5
+
+
+def test_threads_by_work_and_override(monkeypatch) -> None:
+    monkeypatch.delenv("KDLIB_THREADS", raising=False)
+    assert threads_for("mlp") == 1
+    monkeypatch.setenv("KDLIB_THREADS", "3")
+    assert threads_for("resnet") == 3
+    monkeypatch.setenv("KDLIB_THREADS", "two")
+    with pytest.raises(ValueError, match="KDLIB_THREADS"):
+        threads_for("mlp")
+    with pytest.raises(ValueError, match="work"):
+        threads_for("transformer")
+
+
+def test_regime_runs_are_paired_and_unique() -> None:
+    runs = regimes.planned_runs(regimes.SCALES["full"])
+    assert len(runs) == len({r.row_id() for r in runs})
+    for seed in regimes.SCALES["full"].seeds:
+        for n in regimes.SCALES["full"].sizes:
+            assert regimes.kd_run(n, seed, regimes.SCALES["full"].main_teacher) in runs
+            assert regimes.nokd_run(n, seed) in runs
+    assert regimes.epochs_for(60_000, 32) == 3 and regimes.epochs_for(250, 32) == 192
+    with pytest.raises(ValueError, match="teacher"):
+        regimes.StudentRun("kd", 100, 0)
+    with pytest.raises(ValueError, match="unknown teacher"):
+        regimes.kd_run(100, 0, "no such teacher")
+
+
+def test_exercise_checkers_accept_the_reference_and_reject_typical_mistakes() -> None:
+    from kdlib.calibration import expected_calibration_error
+    from kdlib.checks import PAIRED_EXERCISE, check_ece, check_paired_interval
+
+    assert check_ece(expected_calibration_error)
+    def overall(probs, labels, bins):
+        confidence, predicted = probs.max(dim=1)
+        return abs((predicted == labels).float().mean() - confidence.mean()).item()
+    assert not check_ece(overall) and "bin by bin" in repr(check_ece(overall))
+    def unfinished(probs, labels, bins):
+        raise NotImplementedError
+    assert "NotImplementedError" in repr(check_ece(unfinished))
+    gap = paired_gap(*PAIRED_EXERCISE)
+    assert check_paired_interval(gap.low, gap.high)
+    z_half = 1.96 * gap.std / math.sqrt(gap.n)  # the normal quantile instead of t: too narrow
+    assert not check_paired_interval(gap.mean - z_half, gap.mean + z_half)
+
+
+def test_bfloat16_switch(monkeypatch) -> None:
+    from kdlib.precision import cpu_has_bfloat16, use_bfloat16
+
+    monkeypatch.delenv("KDLIB_BF16", raising=False)
+    assert use_bfloat16(torch.device("cuda")) is True
+    assert use_bfloat16(torch.device("cpu")) is cpu_has_bfloat16()
+    monkeypatch.setenv("KDLIB_BF16", "0")
+    assert use_bfloat16(torch.device("cuda")) is False
+    monkeypatch.setenv("KDLIB_BF16", "yes")
+    with pytest.raises(ValueError, match="KDLIB_BF16"):
+        use_bfloat16(torch.device("cpu"))
