@@ -12,17 +12,26 @@ from torch import nn
 
 
 def mlp(hidden: list[int] | tuple[int, ...], in_features: int = 784, num_classes: int = 10,
-        dropout: float = 0.0) -> nn.Sequential:
+        dropout: float = 0.0, input_dropout: float = 0.0) -> nn.Sequential:
     """A ReLU multilayer perceptron ``in_features -> hidden[0] -> ... -> num_classes``.
 
     The input is flattened first, so the network takes images ``(N, 1, 28, 28)`` directly.
-    ``dropout`` (a probability) is applied after every hidden layer when it is above 0.
+    ``dropout`` (a probability) is applied after every hidden layer when it is above 0, and
+    ``input_dropout`` to the input pixels (Hinton et al.'s teacher used 0.2 there, 0.5 after
+    the hidden layers).
     """
-    if not hidden or any(h < 1 for h in hidden):
-        raise ValueError(f"hidden must list at least one positive layer width, got {hidden!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if isinstance(hidden, int) or not isinstance(hidden, (list, tuple)):
+        raise ValueError(f"hidden must be a list of layer widths, e.g. [300], got {hidden!r}")
+    if not hidden or any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in hidden):
+        raise ValueError(f"hidden must list at least one positive integer layer width, got {hidden!r}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
+    for name, p in (("dropout", dropout), ("input_dropout", input_dropout)):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {p!r}")
     layers: list[nn.Module] = [nn.Flatten()]
+    if input_dropout > 0:
+        layers.append(nn.Dropout(input_dropout))
     width = in_features
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU()]

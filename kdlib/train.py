@@ -164,6 +164,10 @@ def train(
         raise ValueError("give either teacher_logits (precomputed) or teacher (run per batch), not both")
     if teacher is not None:
         teacher.eval()
+    if (teacher_logits is not None or teacher is not None) and config.alpha == 1.0:
+        raise ValueError("alpha=1 puts all the weight on the hard labels, so the teacher would be ignored: "
+                         "kdlib's alpha is the weight of the LABEL loss (the KD term gets 1 - alpha); "
+                         "pass no teacher, or lower alpha (e.g. 0.5)")
     if teacher_logits is None and teacher is None and config.alpha != 1.0:
         raise ValueError(f"alpha={config.alpha} mixes in a teacher, but no teacher_logits were given")
     if labels is None and config.alpha != 0.0:

@@ -140,3 +140,21 @@ def test_epoch_callback_sees_every_epoch() -> None:
     log = train(model, x, y, TrainConfig(epochs=3), on_epoch=lambda epoch, m: {"epoch": epoch,
                                                                               "acc": accuracy(m, x, y)})
     assert [h["epoch"] for h in log.history] == [1, 2, 3]
+
+
+def test_a_teacher_that_alpha_would_ignore_is_refused() -> None:
+    x, y = toy_problem(64)
+    soft = torch.randn(64, 3)
+    with pytest.raises(ValueError, match="teacher would be ignored"):
+        train(mlp([8], in_features=16, num_classes=3), x, y, TrainConfig(alpha=1.0), teacher_logits=soft)
+
+
+def test_mlp_rejects_malformed_widths() -> None:
+    for bad in (300, [2.5], [0], [True]):
+        with pytest.raises(ValueError, match="hidden"):
+            mlp(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_classes"):
+        mlp([10], num_classes=0)
+    with pytest.raises(ValueError, match="input_dropout"):
+        mlp([10], input_dropout=1.0)
+    assert isinstance(mlp([10], input_dropout=0.2)[1], torch.nn.Dropout)

@@ -443,3 +443,18 @@ def kd_gains(accuracy_pct: pd.Series) -> dict[str, float]:
     return {"full": accuracy_pct["Blocks = [1, 1, 1, 1], Stride = 2"] - accuracy_pct["Ideal with no KD loss"],
             "reduced": accuracy_pct["Ideal on reduced train set"]
             - accuracy_pct["Ideal on reduced train set with no KD loss"]}
+
+
+def closeness(data: dict[str, Any]) -> pd.DataFrame:
+    """Per row: our mean accuracy minus the report's, and the mean final-epoch training loss (the
+    distillation loss for KD rows, the cross-entropy otherwise: compare KD rows with KD rows)."""
+    paper = paper_table2().set_index("experiment").accuracy_pct
+    ours = summary_table(data).set_index("experiment")
+    lines = []
+    for row in TABLE2:
+        runs = [r for r in data["rows"].values() if r.get("kind") == "student" and r["name"] == row.name]
+        lines.append({"experiment": row.name, "loss": "KD" if row.kd else "labels",
+                      "report acc %": paper[row.name], "our acc %": ours.loc[row.name, "accuracy_pct"],
+                      "ours minus report": ours.loc[row.name, "accuracy_pct"] - paper[row.name],
+                      "final train loss": sum(r["epoch_losses"][-1] for r in runs) / len(runs)})
+    return pd.DataFrame(lines)

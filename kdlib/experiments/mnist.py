@@ -126,9 +126,11 @@ def student_config(spec: StudentSpec, seed: int, kind: str) -> TrainConfig:
 
 
 def prepare_inputs(dataset: ImageDataset, train_size: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Normalised float inputs: the first ``train_size`` training images and the full test set."""
-    n = train_size or len(dataset.train_images)
-    return (normalize(dataset.train_images[:n], dataset.mean, dataset.std), dataset.train_labels[:n],
+    """Normalised float inputs: a class-balanced random subset of ``train_size`` training images
+    (seed 0; ``None``: all of them, in order) and the full test set."""
+    keep = (torch.arange(len(dataset.train_labels)) if train_size is None
+            else balanced_subset(dataset.train_labels, train_size, seed=0))
+    return (normalize(dataset.train_images[keep], dataset.mean, dataset.std), dataset.train_labels[keep],
             normalize(dataset.test_images, dataset.mean, dataset.std), dataset.test_labels)
 
 
@@ -321,9 +323,11 @@ def teacher_accuracy(data: dict[str, Any]) -> pd.Series:
 
 
 def alpha_temperature_sweep(alphas: list[float], temperatures: list[float], profile: str = "quick",
-                            hidden: int = 300, epochs: int = 3, seed: int = 0,
-                            dataset: ImageDataset | None = None) -> pd.DataFrame:
-    """Test accuracy of a ``784-hidden-10`` student for each (alpha, T), from one frozen teacher.
+                            hidden: int = 300, epochs: int = 3, seeds: tuple[int, ...] = (0,),
+                            dataset: ImageDataset | None = None, teacher: torch.nn.Module | None = None,
+                            recipe: TeacherRecipe = REPORT_TEACHER) -> pd.DataFrame:
+    """Test accuracy of a ``784-hidden-10`` student for each (alpha, T) and seed, from one frozen
+    teacher: ``teacher`` if given (reuse it across calls), else one trained by ``recipe``.
 
     ``alpha = 1`` ignores the teacher (so T plays no part); ``alpha = 0`` ignores the labels.
     """
@@ -331,18 +335,20 @@ def alpha_temperature_sweep(alphas: list[float], temperatures: list[float], prof
     dataset = dataset if dataset is not None else load_mnist()
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
     set_threads("mlp")
-    teacher, _ = train_teacher(x_train, y_train, seed)
+    if teacher is None:
+        teacher, _ = train_teacher(x_train, y_train, seeds[0], recipe)
     teacher_logits = predict_logits(teacher, x_train)
     rows = []
-    for alpha in alphas:
-        for temperature in temperatures:
-            config = TrainConfig(epochs=epochs, batch_size=32, lr=STUDENT_LR, lr_schedule="cosine",
-                                 temperature=temperature, alpha=alpha, seed=seed)
-            torch.manual_seed(seed)
-            student = mlp([hidden])
-            train(student, x_train, y_train, config, teacher_logits=None if alpha == 1.0 else teacher_logits)
-            rows.append({"alpha": alpha, "temperature": temperature,
-                         "accuracy_pct": 100 * accuracy(student, x_test, y_test)})
+    for seed in seeds:
+        for alpha in alphas:
+            for temperature in temperatures:
+                config = TrainConfig(epochs=epochs, batch_size=32, lr=STUDENT_LR, lr_schedule="cosine",
+                                     temperature=temperature, alpha=alpha, seed=seed)
+                torch.manual_seed(seed)
+                student = mlp([hidden])
+                train(student, x_train, y_train, config, teacher_logits=None if alpha == 1.0 else teacher_logits)
+                rows.append({"seed": seed, "alpha": alpha, "temperature": temperature,
+                             "accuracy_pct": 100 * accuracy(student, x_test, y_test)})
     return pd.DataFrame(rows)
 
 
@@ -380,7 +386,9 @@ def plot_accuracy(data: dict[str, Any]):
     right.set_xticks([1, 3.5, 10], ["1", "3.5", "10"])
     right.set_xlabel("temperature T")
     right.set_title("Effect of the temperature")
+    teacher = teacher_accuracy(data).mean()
     for ax in (left, right):
+        ax.axhline(teacher, color="black", ls=":", label=f"teacher ({teacher:.2f}%)")
         ax.legend(fontsize=8)
     fig.suptitle("MNIST students (mean and standard deviation over seeds)")
     fig.tight_layout()
