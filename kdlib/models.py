@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import nn
 
 
@@ -40,6 +43,13 @@ def mlp(hidden: list[int] | tuple[int, ...], in_features: int = 784, num_classes
         width = h
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
+
+
+def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """``build()`` with PyTorch's random generator seeded first: the same seed gives the same
+    initial weights, so the two students of a paired comparison start from the same point."""
+    torch.manual_seed(seed)
+    return build()
 
 
 def count_parameters(model: nn.Module) -> int:

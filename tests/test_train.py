@@ -158,3 +158,11 @@ def test_mlp_rejects_malformed_widths() -> None:
     with pytest.raises(ValueError, match="input_dropout"):
         mlp([10], input_dropout=1.0)
     assert isinstance(mlp([10], input_dropout=0.2)[1], torch.nn.Dropout)
+
+
+def test_seeded_models_start_from_the_same_weights() -> None:
+    from kdlib.models import seeded
+
+    a, b, c = (seeded(lambda: mlp([8], in_features=4), s) for s in (3, 3, 4))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a[1].weight, c[1].weight)

@@ -29,7 +29,7 @@ from kdlib.bench import cost_ratios, inference_cost
 from kdlib.checkpoints import cached_model
 from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, load_cifar10
 from kdlib.experiments import published_file
-from kdlib.models import cifar_resnet
+from kdlib.models import cifar_resnet, seeded
 from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
@@ -217,8 +217,7 @@ def run_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Module,
         keep = first_per_class(y_train, scale.reduced_per_class)
         x_train, y_train = x_train[keep], y_train[keep]
         epochs = scale.reduced_epochs
-    torch.manual_seed(seed)
-    student = make_model(row.blocks, row.block, row.stride, scale.width, device)
+    student = seeded(lambda: make_model(row.blocks, row.block, row.stride, scale.width, device), seed)
     config = train_config(scale, epochs, seed, kd=row.kd, device=device)
     log = train(student, x_train, y_train, config, batch_transform=augmenting(), progress=progress,
                 teacher=teacher if row.kd else None)
@@ -314,8 +313,7 @@ def run_precision_check(profile: str = "full", out: Path | str | None = None, se
         for name, bf16 in (("float32", False), ("bfloat16", True)):
             if results.has(f"{name}/seed{seed}"):
                 continue
-            torch.manual_seed(seed)
-            student = make_model(row.blocks, row.block, row.stride, scale.width, device)
+            student = seeded(lambda: make_model(row.blocks, row.block, row.stride, scale.width, device), seed)
             config = replace(train_config(scale, epochs, seed, kd=False, device=device), mixed_precision=bf16)
             log = train(student, x_train[keep], y_train[keep], config, batch_transform=augmenting())
             result = {"precision": name, "seed": seed, "config": config.to_dict(), "train_wall_s": log.wall_s,

@@ -28,7 +28,7 @@ from kdlib.augment import random_shift
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, cache_dir, load_mnist, normalize
 from kdlib.experiments import published_file
-from kdlib.models import mlp
+from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.threads import set_threads
 from kdlib.results import ResultFile, atomic_write_bytes, new_provenance
@@ -193,8 +193,7 @@ def run_student(spec: StudentSpec, kind: str, seed: int, x_train: Tensor, y_trai
                 teacher_logits: Tensor, x_test: Tensor, y_test: Tensor) -> dict[str, Any]:
     """Train one student and return its result row."""
     config = student_config(spec, seed, kind)
-    torch.manual_seed(seed)
-    student = mlp([spec.hidden])
+    student = seeded(lambda: mlp([spec.hidden]), seed)
     log = train(student, x_train, None if kind == "labelfree" else y_train, config,
                 teacher_logits=None if kind == "nokd" else teacher_logits)
     return {"kind": kind, "seed": seed, "spec": asdict(spec), "config": config.to_dict(),
@@ -344,8 +343,7 @@ def alpha_temperature_sweep(alphas: list[float], temperatures: list[float], prof
             for temperature in temperatures:
                 config = TrainConfig(epochs=epochs, batch_size=32, lr=STUDENT_LR, lr_schedule="cosine",
                                      temperature=temperature, alpha=alpha, seed=seed)
-                torch.manual_seed(seed)
-                student = mlp([hidden])
+                student = seeded(lambda: mlp([hidden]), seed)
                 train(student, x_train, y_train, config, teacher_logits=None if alpha == 1.0 else teacher_logits)
                 rows.append({"seed": seed, "alpha": alpha, "temperature": temperature,
                              "accuracy_pct": 100 * accuracy(student, x_test, y_test)})

@@ -35,7 +35,7 @@ from kdlib.checkpoints import cached_model
 from kdlib.data import ImageDataset, load_mnist
 from kdlib.experiments import published_file
 from kdlib.experiments.mnist import REPORT_TEACHER, TeacherRecipe, balanced_subset, prepare_inputs, train_teacher
-from kdlib.models import mlp
+from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
 from kdlib.stats import PairedGap, paired_gap
@@ -213,8 +213,7 @@ def run_student(run: StudentRun, data: tuple[Tensor, ...], teachers: Teachers) -
     x_train, y_train, x_test, y_test = data
     keep = balanced_subset(y_train, run.train_size, run.seed)
     soft = teachers.train_logits(run.teacher)[keep] if run.teacher is not None else None
-    torch.manual_seed(run.seed)
-    student = mlp(list(run.hidden))
+    student = seeded(lambda: mlp(list(run.hidden)), run.seed)
     config = run.config()
     log = train(student, x_train[keep], y_train[keep], config, teacher_logits=soft)
     logits = predict_logits(student, x_test)
@@ -287,6 +286,13 @@ def _select(frame: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
     return frame[mask]
 
 
+def seed_differences(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> pd.Series:
+    """Accuracy of ``treated`` minus ``baseline`` runs (percentage points), seed by seed."""
+    a = _select(frame, **treated).set_index("seed").accuracy_pct
+    b = _select(frame, **baseline).set_index("seed").accuracy_pct
+    return (a - b).dropna()
+
+
 def gap(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> PairedGap:
     """Paired gap (percentage points) of accuracy between two kinds of run, matched by seed."""
     a = _select(frame, **treated).set_index("seed").accuracy_pct
@@ -311,7 +317,8 @@ def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFra
         g = gap(frame, kd, no)
         lines.append({"labelled examples": n, "KD acc %": _select(frame, **kd).accuracy_pct.mean(),
                       "labels-only acc %": _select(frame, **no).accuracy_pct.mean(), "gain": g.mean,
-                      "CI low": g.low, "CI high": g.high, "seeds": g.n})
+                      "CI low": g.low, "CI high": g.high,
+                      "worst seed": seed_differences(frame, kd, no).min(), "seeds": g.n})
     return pd.DataFrame(lines)
 
 
@@ -360,8 +367,7 @@ def variance_ratio(profile: str = "quick", train_size: int = 1_000, seed: int = 
     teacher = teachers.model(scale.main_teacher)
     run = nokd_run(train_size, seed)
     keep = balanced_subset(y_train, train_size, seed)
-    torch.manual_seed(seed)
-    student = mlp(list(run.hidden))
+    student = seeded(lambda: mlp(list(run.hidden)), seed)
     train(student, x_train[keep], y_train[keep], run.config())
     teacher_probs = (predict_logits(teacher, x_test) * TEACHERS[scale.main_teacher].sharpen).softmax(dim=1)
     return risk_variances(predict_logits(student, x_test), teacher_probs, y_test)
