@@ -1,7 +1,7 @@
 """Training throughput of kdlib's loop against the conventional DataLoader loop.
 
-    python benchmarks/training_throughput.py mnist    [--samples 10000] [--repeats 5] [--threads 2]
-    python benchmarks/training_throughput.py cifar10  [--samples 2560]  [--repeats 5] [--threads 2]
+    python benchmarks/training_throughput.py mnist    [--samples 10000] [--repeats 5] [--threads N]
+    python benchmarks/training_throughput.py cifar10  [--samples 2560]  [--repeats 5] [--threads N]
 
 Both loops train the same student the same way (same model, optimiser, loss, batch size and
 thread count) for one epoch over the same images:
@@ -18,7 +18,10 @@ MNIST trains a 784-300-10 student by distillation from precomputed teacher logit
 report's "ideal" ResNet student (blocks [1, 1, 1, 1], stride 2, width of the full profile) on
 labels. Each loop is run once to warm up, then ``--repeats`` times; the script prints the median
 samples/s of each and their ratio and writes them, with provenance, to
-``results/benchmark_<dataset>_training.json``.
+``results/benchmark_<dataset>_training.json``. It also measures, interleaved in one run, kdlib's
+CIFAR-10 loop in float32 and bfloat16 autocast, with and without ``channels_last``; and for MNIST
+the cost of distillation over labels-only training with the loss's input checks on the first
+step only (as now) and on every step (as before).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from kdlib.data import normalize as normalize_images
 from kdlib.experiments import RESULTS_DIR
 from kdlib.losses import distillation_loss, softmax_cross_entropy
 from kdlib.results import atomic_write_json, new_provenance
+from kdlib.threads import threads_for
 from kdlib.train import TrainConfig, train
 
 
@@ -122,18 +126,51 @@ def measure_variants(make_model: Callable[[], nn.Module], inputs: Tensor, labels
         return train(model, inputs, labels, replace(config, mixed_precision=mixed),
                      batch_transform=transform).samples_per_s
 
-    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for name, variant in VARIANTS.items():
-        epoch(*variant)  # warm-up
+    return interleaved({name: (lambda v=variant: epoch(*v)) for name, variant in VARIANTS.items()}, repeats,
+                       baseline="float32, channels_last")
+
+
+def measure_check_overhead(make_model: Callable[[], nn.Module], inputs: Tensor, labels: Tensor,
+                           config: TrainConfig, teacher_logits: Tensor, repeats: int) -> dict[str, dict]:
+    """The MNIST student: labels only, KD with the loss's input checks on the first step only
+    (kdlib now), and KD with the checks on every step (kdlib before), interleaved in one run."""
+    import kdlib.train
+
+    checked_once = kdlib.train.distillation_loss
+
+    def every_step(*args, check: bool = True, **kwargs) -> Tensor:
+        return checked_once(*args, check=True, **kwargs)
+
+    def epoch(kind: str) -> float:
+        torch.manual_seed(0)
+        kdlib.train.distillation_loss = every_step if kind == "KD, checks every step" else checked_once
+        try:
+            if kind == "labels only":
+                return train(make_model(), inputs, labels, replace(config, alpha=1.0, temperature=1.0)).samples_per_s
+            return train(make_model(), inputs, labels, config, teacher_logits=teacher_logits).samples_per_s
+        finally:
+            kdlib.train.distillation_loss = checked_once
+
+    kinds = ("labels only", "KD, checks on the first step", "KD, checks every step")
+    return interleaved({kind: (lambda k=kind: epoch(k)) for kind in kinds}, repeats, baseline="labels only")
+
+
+def interleaved(runs: dict[str, Callable[[], float]], repeats: int, baseline: str) -> dict[str, dict]:
+    """Run each of ``runs`` (each returns samples/s) once to warm up, then ``repeats`` rounds of
+    all of them in turn, so that changes in the machine's load affect all alike; returns each
+    one's median and its ratio to ``baseline``'s."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():
+        run()
     for _ in range(repeats):
-        for name, variant in VARIANTS.items():
-            rates[name].append(epoch(*variant))
-    baseline = statistics.median(rates["float32, channels_last"])
+        for name, run in runs.items():
+            rates[name].append(run())
+    base = statistics.median(rates[baseline])
     out = {}
     for name, values in rates.items():
         median = statistics.median(values)
-        out[name] = {"median_samples_per_s": median, "all_samples_per_s": values, "ratio_to_float32": median / baseline}
-        print(f"{name:>34}: {median:,.0f} samples/s ({median / baseline:.2f}x float32, channels_last)")
+        out[name] = {"median_samples_per_s": median, "all_samples_per_s": values, "ratio": median / base}
+        print(f"{name:>34}: {median:,.0f} samples/s ({median / base:.2f}x {baseline})")
     return out
 
 
@@ -142,9 +179,10 @@ def main() -> None:
     parser.add_argument("dataset", choices=("mnist", "cifar10"))
     parser.add_argument("--samples", type=int, default=None, help="images per epoch (default 10000 / 2560)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="default: kdlib's choice (kdlib.threads)")
     args = parser.parse_args()
     n = args.samples or (10_000 if args.dataset == "mnist" else 2_560)
+    args.threads = args.threads or threads_for("mlp" if args.dataset == "mnist" else "resnet")
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset)
     images, labels = data.train_images[:n], data.train_labels[:n]
@@ -168,8 +206,9 @@ def main() -> None:
         print(f"{name:>10}: {statistics.median(rates):,.0f} samples/s (median of {args.repeats})")
     ratio = measured["kdlib"]["median_samples_per_s"] / measured["dataloader"]["median_samples_per_s"]
     print(f"kdlib's loop is {ratio:.1f}x faster")
-    variants = measure_variants(make_model, inputs, labels, config, batch_transform, args.repeats) \
-        if args.dataset == "cifar10" else {}
+    variants = (measure_variants(make_model, inputs, labels, config, batch_transform, args.repeats)
+                if args.dataset == "cifar10" else measure_check_overhead(make_model, inputs, labels, config,
+                                                                         teacher_logits, args.repeats))
     out = RESULTS_DIR / f"benchmark_{args.dataset}_training.json"
     atomic_write_json(out, {"benchmark": f"{args.dataset}-training-throughput",
                             "provenance": new_provenance(threads=args.threads, samples=n, repeats=args.repeats),

@@ -116,9 +116,24 @@ class ResultFile:
                     f"{self.path} holds experiment {self.data.get('experiment')!r}, not {experiment!r}; "
                     "pass another --out path"
                 )
+            self.check_same_scale(provenance)
             self.data.setdefault("resumed", []).append(provenance)
         else:
             self.data = {"experiment": experiment, "provenance": provenance, "rows": {}}
+
+    def check_same_scale(self, provenance: dict[str, Any]) -> None:
+        """Refuse to resume rows made at another profile, or with another value of a scale setting
+        that both runs record (rows of two scales must not be mixed in one table)."""
+        old, new = self.data["provenance"], json.loads(json.dumps(provenance, default=str))
+        differences = []
+        if old.get("profile") is not None and new.get("profile") is not None and old["profile"] != new["profile"]:
+            differences.append(f"profile {old['profile']!r} (this run: {new['profile']!r})")
+        old_scale, new_scale = old.get("scale") or {}, new.get("scale") or {}
+        differences += [f"{key} = {old_scale[key]!r} (this run: {new_scale[key]!r})"
+                        for key in sorted(set(old_scale) & set(new_scale)) if old_scale[key] != new_scale[key]]
+        if differences:
+            raise ValueError(f"{self.path} was made with {'; '.join(differences)}: its rows cannot be resumed "
+                             "at another scale; pass another --out path, or move the file away to start afresh")
 
     def has(self, row_id: str) -> bool:
         return row_id in self.data["rows"]

@@ -52,3 +52,16 @@ def test_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
     assert current_profile() == "quick"
     with pytest.raises(ValueError, match="unknown profile 'huge'.*quick, full, paper"):
         check_profile("huge")
+
+
+def test_resuming_at_another_profile_is_refused(tmp_path) -> None:
+    from kdlib.results import ResultFile
+
+    path = tmp_path / "r.json"
+    ResultFile(path, "exp", {"profile": "quick", "scale": {"n": 1}}).put("row", {"a": 1})
+    ResultFile(path, "exp", {"profile": "quick", "scale": {"n": 1}})  # same scale: resumes
+    with pytest.raises(ValueError, match="profile 'quick'.*'full'"):
+        ResultFile(path, "exp", {"profile": "full", "scale": {"n": 1}})
+    with pytest.raises(ValueError, match="n = 1"):
+        ResultFile(path, "exp", {"profile": "quick", "scale": {"n": 2}})
+    ResultFile(path, "exp", {"profile": "quick", "scale": {"n": (1,)[0], "new_setting": 3}})  # added setting: ok

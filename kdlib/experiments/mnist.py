@@ -14,7 +14,6 @@ Every run is a row of a resumable result file (:class:`kdlib.results.ResultFile`
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,14 +23,16 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+import kdlib
 from kdlib.augment import random_shift
+from kdlib.checkpoints import cached_model
 from kdlib.bench import cost_ratios, inference_cost
-from kdlib.data import ImageDataset, cache_dir, load_mnist, normalize
+from kdlib.data import ImageDataset, load_mnist, normalize
 from kdlib.experiments import published_file
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.threads import set_threads
-from kdlib.results import ResultFile, atomic_write_bytes, new_provenance
+from kdlib.results import ResultFile, new_provenance
 from kdlib.train import TrainConfig, accuracy, predict_logits, train
 
 
@@ -169,23 +170,24 @@ def train_teacher(x_train: Tensor, y_train: Tensor, seed: int,
     return teacher.eval(), log.wall_s
 
 
-def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str,
+def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str, source: str,
                           results: ResultFile) -> torch.nn.Module:
-    """The frozen teacher of ``seed``: loaded from its checkpoint when an earlier run of this
-    result file left one, else trained, saved (atomically) and recorded as a row."""
-    checkpoint = cache_dir() / "checkpoints" / f"mnist_teacher_{profile}_n{len(x_train)}_seed{seed}.pt"
+    """The frozen teacher of ``seed``: loaded from its verified checkpoint when one was made for
+    exactly this recipe, data and profile, else trained and saved; recorded as a row."""
+    recipe = REPORT_TEACHER
+    key = {"experiment": "mnist-table1-teacher", **recipe.training_key(), "seed": seed, "profile": profile,
+           "data": source, "train_rows": len(x_train), "kdlib": kdlib.__version__}
+
+    def fit(model: torch.nn.Module) -> dict[str, Any]:
+        trained, wall = train_teacher(x_train, y_train, seed, recipe)
+        model.load_state_dict(trained.state_dict())
+        return {"train_wall_s": wall}
+
+    teacher, info = cached_model("mnist_teacher", key, lambda: mlp(recipe.hidden, dropout=recipe.dropout), fit)
     row_id = f"teacher/seed{seed}"
-    if results.has(row_id) and checkpoint.exists():
-        teacher = mlp(TEACHER_HIDDEN, dropout=TEACHER_DROPOUT)
-        teacher.load_state_dict(torch.load(checkpoint, weights_only=True))
-        return teacher.eval()
-    teacher, wall = train_teacher(x_train, y_train, seed)
-    buffer = io.BytesIO()
-    torch.save(teacher.state_dict(), buffer)
-    atomic_write_bytes(checkpoint, buffer.getvalue())
-    results.put(row_id, {"kind": "teacher", "seed": seed, "hidden": list(TEACHER_HIDDEN),
-                         "dropout": TEACHER_DROPOUT, "config": replace(TEACHER_CONFIG, seed=seed).to_dict(),
-                         "train_wall_s": wall})
+    if not results.has(row_id):
+        results.put(row_id, {"kind": "teacher", "seed": seed, "hidden": list(recipe.hidden),
+                             "dropout": recipe.dropout, "config": replace(recipe.config, seed=seed).to_dict(), **info})
     return teacher
 
 
@@ -241,7 +243,7 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
         todo = [(k, s, sd) for k, s, sd in runs if sd == seed and not results.has(s.row_id(k, sd))]
         if not todo and results.has(f"teacher/seed{seed}"):
             continue
-        teacher = load_or_train_teacher(x_train, y_train, seed, profile, results)
+        teacher = load_or_train_teacher(x_train, y_train, seed, profile, dataset.source, results)
         results.get(f"teacher/seed{seed}")["accuracy"] = accuracy(teacher, x_test, y_test)
         teacher_logits = predict_logits(teacher, x_train)
         for i, (kind, spec, sd) in enumerate(todo, 1):

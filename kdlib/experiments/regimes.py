@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor, nn
 
 import kdlib
@@ -172,6 +171,16 @@ def teacher_metrics(logits: Tensor, labels: Tensor) -> dict[str, Any]:
             "ece": expected_calibration_error(probs, labels), "reliability": asdict(bins)}
 
 
+def training_targets(logits: Tensor, labels: Tensor, temperature: float = 4.0) -> dict[str, float]:
+    """What the students are taught: the teacher on the *training* images, where distillation
+    happens. Accuracy and log-loss there, and the mean entropy (nats) of the targets softened at
+    ``temperature`` (0: one-hot; log 10 = 2.30: uniform)."""
+    soft = (logits / temperature).softmax(dim=1)
+    return {"accuracy": (logits.argmax(1) == labels).float().mean().item(), "log_loss": log_loss(logits, labels),
+            "entropy_at_T": -(soft * soft.clamp_min(1e-30).log()).sum(dim=1).mean().item(),
+            "temperature": temperature}
+
+
 class Teachers:
     """The sweeps' teachers, each trained once (or loaded from its checkpoint) when first asked
     for; holds each teacher's logits on the training set."""
@@ -199,6 +208,10 @@ class Teachers:
             test_logits = predict_logits(model, self.x_test) * recipe.sharpen
             self.results.put(row_id, {"kind": "teacher", "teacher": name, "recipe": asdict(recipe),
                                       "seed": TEACHER_SEED, **info, **teacher_metrics(test_logits, self.y_test)})
+        if "train_set" not in self.results.get(row_id):  # rows written before this was measured
+            train_logits = predict_logits(model, self.x_train) * recipe.sharpen
+            self.results.put(row_id, {**self.results.get(row_id),
+                                      "train_set": training_targets(train_logits, self.y_train)})
         return model
 
     def train_logits(self, name: str) -> Tensor:
@@ -273,10 +286,14 @@ def student_frame(data: dict[str, Any]) -> pd.DataFrame:
 
 
 def teacher_frame(data: dict[str, Any]) -> pd.DataFrame:
-    """One line per teacher: accuracy, test errors, log-loss and calibration error."""
+    """One line per teacher: test accuracy, errors, log-loss and calibration error, and (where
+    measured) its log-loss and target entropy on the training images."""
     rows = [r for r in data["rows"].values() if r.get("kind") == "teacher"]
+    nan = float("nan")
     return pd.DataFrame([{"teacher": r["teacher"], "accuracy_pct": 100 * r["accuracy"], "errors": r["errors"],
-                          "log_loss": r["log_loss"], "ece": r["ece"]} for r in rows])
+                          "log_loss": r["log_loss"], "ece": r["ece"],
+                          "train_log_loss": r.get("train_set", {}).get("log_loss", nan),
+                          "train_entropy_at_T": r.get("train_set", {}).get("entropy_at_T", nan)} for r in rows])
 
 
 def _select(frame: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
