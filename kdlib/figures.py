@@ -191,3 +191,14 @@ def plot_curves_vs_n(table, group: str, y: str, low: str, high: str, ylabel: str
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def show_table(frame, digits: int = 2, formats: dict | None = None):
+    """A table for reading: numbers with ``digits`` decimals (or ``formats`` per column),
+    thousands separators, no index column. The HTML ids are derived from the columns, so the
+    same table renders to the same HTML on every run (nbval compares it)."""
+    import hashlib
+
+    uuid = hashlib.sha256("|".join(map(str, frame.columns)).encode()).hexdigest()[:8]
+    return (frame.style.format(precision=digits, thousands=",", na_rep="")
+            .format(formats or {}).hide(axis="index").set_uuid(uuid))
