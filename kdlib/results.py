@@ -2,7 +2,8 @@
 
 A result file is JSON: ``{"experiment": ..., "provenance": {...}, "rows": {row_id: {...}}}``.
 Rows are added one at a time as they finish, so an interrupted run loses at most the row in
-progress and a rerun skips the rows already there (resumable runs). Every write goes to a
+progress and a rerun skips the rows already there (resumable runs). ``wall_s`` is the wall time
+of every run on the file, updated at each write. Every write goes to a
 temporary file in the same directory and is then renamed over the target, so a reader never
 sees a half-written file.
 """
@@ -15,6 +16,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,9 @@ class ResultFile:
             self.data.setdefault("resumed", []).append(provenance)
         else:
             self.data = {"experiment": experiment, "provenance": provenance, "rows": {}}
+        # wall time of all runs on this file, kept up to date at every save (a killed run keeps its time)
+        self._wall_before = float(self.data.get("wall_s", 0.0))
+        self._opened = time.perf_counter()
 
     def check_same_scale(self, provenance: dict[str, Any]) -> None:
         """Refuse to resume rows made at another profile, or with another value of a scale setting
@@ -152,6 +157,8 @@ class ResultFile:
         self.save()
 
     def save(self) -> None:
+        """Write the file (with the wall time so far) atomically."""
+        self.data["wall_s"] = self._wall_before + time.perf_counter() - self._opened
         if self.path is not None:
             atomic_write_json(self.path, self.data)
 

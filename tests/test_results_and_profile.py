@@ -65,3 +65,19 @@ def test_resuming_at_another_profile_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="n = 1"):
         ResultFile(path, "exp", {"profile": "quick", "scale": {"n": 2}})
     ResultFile(path, "exp", {"profile": "quick", "scale": {"n": (1,)[0], "new_setting": 3}})  # added setting: ok
+
+
+def test_wall_time_is_saved_with_every_row(tmp_path) -> None:
+    import time as clock
+
+    from kdlib.results import ResultFile
+
+    path = tmp_path / "r.json"
+    first = ResultFile(path, "exp", {})
+    clock.sleep(0.05)
+    first.put("a", {})
+    saved = json.loads(path.read_text())["wall_s"]
+    assert saved >= 0.05  # kept even if the run is killed now
+    second = ResultFile(path, "exp", {})
+    second.put("b", {})
+    assert json.loads(path.read_text())["wall_s"] >= saved  # a resumed run adds its own time

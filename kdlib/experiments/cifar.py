@@ -284,7 +284,7 @@ def run_cifar(profile: str = "quick", out: Path | str | None = None, progress: b
         results.put(row.row_id(seed), result)
     if inference and "inference" not in results.data:
         results.set("inference", measure_inference(scale, data[2].cpu()))
-    results.set("wall_s", results.data.get("wall_s", 0.0) + time.perf_counter() - started)
+    results.save()
     return results.data
 
 
@@ -298,7 +298,6 @@ def run_precision_check(profile: str = "full", out: Path | str | None = None, se
     (no teacher), ``epochs`` epochs at the profile's width and recipe, in both precisions, paired
     by seed, on the CPU. Rows ``float32/seed<s>`` and ``bfloat16/seed<s>``."""
     scale = SCALES[check_profile(profile)]
-    started = time.perf_counter()
     row = next(r for r in TABLE2 if r.name == PRECISION_ROW)
     device = torch.device("cpu")
     results = ResultFile(out, "cifar10-precision", new_provenance(command, profile=profile, scale=asdict(scale),
@@ -321,7 +320,7 @@ def run_precision_check(profile: str = "full", out: Path | str | None = None, se
             if progress:
                 print(f"[seed {seed}] {name}: accuracy {result['accuracy']:.4f}, {log.wall_s:.0f} s", flush=True)
             results.put(f"{name}/seed{seed}", result)
-    results.set("wall_s", results.data.get("wall_s", 0.0) + time.perf_counter() - started)
+    results.save()
     return results.data
 
 

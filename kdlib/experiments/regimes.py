@@ -261,7 +261,7 @@ def run_regimes(profile: str = "quick", out: Path | str | None = None, progress:
             print(f"{i}/{len(todo)} {run.row_id()}: accuracy {row['accuracy']:.4f}, "
                   f"{row['train_wall_s']:.1f} s", flush=True)
         results.put(run.row_id(), row)
-    results.set("wall_s", results.data.get("wall_s", 0.0) + time.perf_counter() - started)
+    results.save()
     return results.data
 
 
@@ -423,15 +423,18 @@ def smoothing_vs_kd(data: dict[str, Any]) -> pd.DataFrame:
                       "smoothing CI": f"[{smooth_gain.low:+.2f}, {smooth_gain.high:+.2f}]",
                       "KD gain": kd_gain.mean, "KD over smoothing": kd_over_smooth.mean,
                       "KD over smoothing CI": f"[{kd_over_smooth.low:+.2f}, {kd_over_smooth.high:+.2f}]",
-                      "share of KD gain": smooth_gain.mean / kd_gain.mean})
+                      # a share of a gain that the seeds cannot tell from zero would mean nothing
+                      "share of KD gain": smooth_gain.mean / kd_gain.mean if kd_gain.excludes_zero
+                      else float("nan")})
     return pd.DataFrame(lines)
 
 
-def grid(data: dict[str, Any], train_size: int) -> pd.DataFrame:
-    """Sweep 4: mean accuracy (%) of the KD student for each (T, alpha), main teacher."""
+def grid(data: dict[str, Any], train_size: int, statistic: str = "mean") -> pd.DataFrame:
+    """Sweep 4: accuracy (%) of the KD student for each (T, alpha), main teacher: the mean over
+    seeds, or with ``statistic="std"`` their standard deviation."""
     frame = _select(student_frame(data), kind="kd", train_size=train_size,
                     teacher=data["provenance"]["scale"]["main_teacher"], epochs=0, **PLAIN)
-    return frame.pivot_table(index="temperature", columns="alpha", values="accuracy_pct", aggfunc="mean")
+    return frame.pivot_table(index="temperature", columns="alpha", values="accuracy_pct", aggfunc=statistic)
 
 
 def anchor_table(data: dict[str, Any]) -> pd.DataFrame:
