@@ -200,5 +200,7 @@ def show_table(frame, digits: int = 2, formats: dict | None = None):
     import hashlib
 
     uuid = hashlib.sha256("|".join(map(str, frame.columns)).encode()).hexdigest()[:8]
-    return (frame.style.format(precision=digits, thousands=",", na_rep="")
-            .format(formats or {}).hide(axis="index").set_uuid(uuid))
+    styler = frame.style.format(precision=digits, thousands=",", na_rep="")
+    if formats:
+        styler = styler.format(formats, na_rep="")
+    return styler.hide(axis="index").set_uuid(uuid)
