@@ -200,7 +200,9 @@ def show_table(frame, digits: int = 2, formats: dict | None = None):
     import hashlib
 
     uuid = hashlib.sha256("|".join(map(str, frame.columns)).encode()).hexdigest()[:8]
-    styler = frame.style.format(precision=digits, thousands=",", na_rep="")
+    formats = formats or {}
+    others = [column for column in frame.columns if column not in formats]
+    styler = frame.style.format(precision=digits, thousands=",", na_rep="", subset=others)
     if formats:
-        styler = styler.format(formats, na_rep="")
+        styler = styler.format(formats, na_rep="", subset=list(formats))
     return styler.hide(axis="index").set_uuid(uuid)

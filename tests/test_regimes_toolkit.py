@@ -160,3 +160,17 @@ def test_bfloat16_switch(monkeypatch) -> None:
     monkeypatch.setenv("KDLIB_BF16", "yes")
     with pytest.raises(ValueError, match="KDLIB_BF16"):
         use_bfloat16(torch.device("cpu"))
+
+
+def test_show_table_formats_and_is_stable() -> None:
+    import re
+
+    import pandas as pd
+
+    from kdlib.figures import show_table
+
+    frame = pd.DataFrame({"a": [1.23456, 2.0], "b": [1234.5, 3.0]})
+    html = show_table(frame, formats={"b": "{:,.0f}"}).to_html()
+    cells = re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", html, flags=re.S)).split()
+    assert cells == ["a", "b", "1.23", "1,234", "2.00", "3"]  # no index column, both formats kept
+    assert html == show_table(frame, formats={"b": "{:,.0f}"}).to_html()  # same HTML every time
