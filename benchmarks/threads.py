@@ -15,7 +15,8 @@ measures kdlib's training loop (one epoch of :func:`kdlib.train.train`) for thre
 Each is run with 1 and 2 threads, first on the machine as it is ("idle"; run it when nothing else
 is running), then while a busy loop that this script starts (and stops) occupies one core.
 The runs are interleaved and repeated; the medians and their ratios go to
-``results/benchmark_threads.json``.
+``results/benchmark_threads.json``, with the wall time of the whole ``quick`` MNIST experiment
+(chapter 5's live run, with kdlib's own thread choice) in both conditions.
 """
 
 from __future__ import annotations
@@ -86,18 +87,28 @@ def measure(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, dic
     return {name: {f"{t}_threads": statistics.median(v) for t, v in by.items()} for name, by in samples.items()}
 
 
+def quick_mnist_seconds() -> float:
+    """Wall time of the whole quick-profile MNIST experiment (chapter 5's live run)."""
+    from kdlib.experiments.mnist import run_mnist
+
+    return run_mnist("quick", progress=False)["wall_s"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     runs = workloads()
     results = {"idle": measure(runs, args.repeats)}
+    quick = {"idle": quick_mnist_seconds()}
     busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
     try:
         results["one core busy"] = measure(runs, args.repeats)
+        quick["one core busy"] = quick_mnist_seconds()
     finally:
         busy.kill()
         busy.wait()
+    print(f"quick MNIST experiment: {quick['idle']:.0f} s idle, {quick['one core busy']:.0f} s with one core busy")
     for condition, by in results.items():
         for name, rates in by.items():
             rates["2_over_1"] = rates["2_threads"] / rates["1_threads"]
@@ -105,7 +116,8 @@ def main() -> None:
                   f"2 threads {rates['2_threads']:>9,.0f}/s | ratio {rates['2_over_1']:.2f}")
     out = RESULTS_DIR / "benchmark_threads.json"
     atomic_write_json(out, {"benchmark": "threads", "provenance": new_provenance(repeats=args.repeats),
-                            "kdlib_choice": THREADS_BY_WORK, "results": results})
+                            "kdlib_choice": THREADS_BY_WORK, "results": results,
+                            "quick_mnist_experiment_s": quick})
     print(f"wrote {out}")
 
 
