@@ -530,8 +530,10 @@ def plot_grid(grids: dict[int, pd.DataFrame]):
         image = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(table.columns)), [f"{a:g}" for a in table.columns])
         ax.set_yticks(range(len(table.index)), [f"{t:g}" for t in table.index])
-        for (i, j), value in np.ndenumerate(table.to_numpy()):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=9, color="white")
+        middle = (table.to_numpy().min() + table.to_numpy().max()) / 2
+        for (i, j), value in np.ndenumerate(table.to_numpy()):  # dark text on the bright cells
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=10,
+                    color="black" if value > middle else "white")
         ax.set_xlabel("alpha (weight of the hard labels)")
         ax.set_ylabel("temperature T")
         ax.set_title(f"{n:,} labelled examples: accuracy (%)")
