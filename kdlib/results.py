@@ -169,3 +169,25 @@ def load_results(path: Path | str) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"no result file at {path}: run the experiment's command to create it")
     return json.loads(path.read_text())
+
+
+def provenance_lines(data: dict[str, Any]) -> list[str]:
+    """How a result file was made, as short lines for a chapter: command (without its output
+    path), code version (and the versions of any resumed runs), machine, libraries, data, and
+    the summed training time of its rows."""
+    import re
+
+    prov, env = data["provenance"], data["provenance"]["environment"]
+    machine = env["cuda_device"] if prov.get("device", "cpu").startswith("cuda") and env.get("cuda_device") \
+        else f"{env['processor']}, {env['cpu_count']} cores"
+    resumed = ", ".join(r["git_commit"][:7] for r in data.get("resumed", []))
+    command = re.sub(r" --out \S+", "", prov["command"])
+    lines = [f"command:    {command}",
+             f"git commit: {prov['git_commit']}" + (f" (resumed at {resumed})" if resumed else ""),
+             f"machine:    {machine}; {env['torch_threads']} training thread(s)",
+             f"libraries:  torch {env['torch']}, numpy {env['numpy']}, python {env['python']}"]
+    if "data_source" in prov:
+        lines.append(f"data:       {prov['data_source'].split(' (')[0].split(' from ')[0]}")
+    training = sum(row.get("train_wall_s", 0.0) for row in data["rows"].values())
+    lines.append(f"rows:       {len(data['rows'])}; their training time {training / 60:.0f} min")
+    return lines

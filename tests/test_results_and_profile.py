@@ -81,3 +81,16 @@ def test_wall_time_is_saved_with_every_row(tmp_path) -> None:
     second = ResultFile(path, "exp", {})
     second.put("b", {})
     assert json.loads(path.read_text())["wall_s"] >= saved  # a resumed run adds its own time
+
+
+def test_provenance_lines_name_the_machine_and_resumed_commits() -> None:
+    from kdlib.results import provenance_lines
+
+    env = {"processor": "x86_64", "cpu_count": 2, "torch_threads": 1, "torch": "2", "numpy": "2",
+           "python": "3.11", "cuda_device": None}
+    data = {"provenance": {"command": "c", "git_commit": "abc", "environment": env, "device": "cpu",
+                           "data_source": "original MNIST IDX files (md5-verified) from /x"},
+            "resumed": [{"git_commit": "1234567890"}], "rows": {"a": {}}, "wall_s": 120.0}
+    lines = provenance_lines(data)
+    assert "resumed at 1234567" in lines[1] and "2 cores" in lines[2]
+    assert lines[4] == "data:       original MNIST IDX files" and "0 min" in lines[-1]
