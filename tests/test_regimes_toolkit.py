@@ -174,3 +174,39 @@ def test_show_table_formats_and_is_stable() -> None:
     cells = re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", html, flags=re.S)).split()
     assert cells == ["a", "b", "1.23", "1,234", "2.00", "3"]  # no index column, both formats kept
     assert html == show_table(frame, formats={"b": "{:,.0f}"}).to_html()  # same HTML every time
+
+
+def fake_mnist(n_train: int = 400, n_test: int = 200):
+    from kdlib.data import ImageDataset
+
+    g = torch.Generator().manual_seed(0)
+    def split(n):
+        labels = torch.arange(n) % 10
+        images = torch.randint(0, 60, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+        for c in range(10):  # each class lights up its own rows
+            images[labels == c, 0, 2 * c:2 * c + 3] = 255
+        return images, labels
+    (x, y), (xt, yt) = split(n_train), split(n_test)
+    return ImageDataset("fake", x, y, xt, yt, tuple("0123456789"), (0.2,), (0.3,), "synthetic digits")
+
+
+def test_tiny_regimes_run_with_a_scale_of_ones_own(tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(regimes, "STEPS_TARGET", 20)
+    tiny = dataclasses.replace(regimes.SCALES["quick"], sizes=(50, 400), seeds=(0, 1), smoothing=(0.1,),
+                               teachers=("report (1 epoch)", "over-confident (5 epochs, logits x 4)"),
+                               teacher_sizes=(50,))
+    out = tmp_path / "regimes.json"
+    data = regimes.run_regimes("quick", out=out, dataset=fake_mnist(), scale=tiny, progress=False)
+    expected = {run.row_id() for run in regimes.planned_runs(tiny)}
+    assert expected <= set(data["rows"])
+    for name in tiny.teachers:
+        assert "train_set" in data["rows"][f"teacher/{name}"]
+    table = regimes.gain_by_size(data)
+    assert list(table["labelled examples"]) == [50, 400] and (table.seeds == 2).all()
+    assert len(regimes.teacher_gains(data, 50)) == 2
+    again = regimes.run_regimes("quick", out=out, dataset=fake_mnist(), scale=tiny, progress=False)
+    first_id = sorted(expected)[0]
+    assert again["rows"][first_id]["train_wall_s"] == data["rows"][first_id]["train_wall_s"]  # not rerun

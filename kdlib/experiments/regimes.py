@@ -238,9 +238,14 @@ def run_student(run: StudentRun, data: tuple[Tensor, ...], teachers: Teachers) -
 
 def run_regimes(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
                 dataset: ImageDataset | None = None, command: str | None = None,
-                time_budget_s: float | None = None) -> dict[str, Any]:
-    """Run (or resume) the sweeps of chapter 7 at ``profile`` scale; returns the result data."""
-    scale = SCALES[check_profile(profile)]
+                time_budget_s: float | None = None, scale: RegimeScale | None = None) -> dict[str, Any]:
+    """Run (or resume) the sweeps of chapter 7 at ``profile`` scale; returns the result data.
+
+    ``scale`` replaces the profile's sweeps with your own, e.g.
+    ``dataclasses.replace(SCALES["quick"], teachers=("5 epochs",), teacher_sizes=(300,))``;
+    a recipe added to :data:`TEACHERS` can be named there.
+    """
+    scale = scale if scale is not None else SCALES[check_profile(profile)]
     started = time.perf_counter()
     results = ResultFile(out, "mnist-regimes", new_provenance(command, profile=profile, scale=asdict(scale),
                                                               dataset="MNIST", teachers=sorted(TEACHERS)))
