@@ -3,7 +3,8 @@
 A result file is JSON: ``{"experiment": ..., "provenance": {...}, "rows": {row_id: {...}}}``.
 Rows are added one at a time as they finish, so an interrupted run loses at most the row in
 progress and a rerun skips the rows already there (resumable runs). ``wall_s`` is the wall time
-of every run on the file, updated at each write. Every write goes to a
+of every run on the file, updated at each write. Writes merge with what is on disk under a file
+lock, so concurrent runs on one file lose no row. Every write goes to a
 temporary file in the same directory and is then renamed over the target, so a reader never
 sees a half-written file.
 """
@@ -151,15 +152,34 @@ class ResultFile:
         self.data["rows"][row_id] = row
         self.save()
 
+    def merge_from_disk(self) -> None:
+        """Take in the rows another process wrote to the file since we read it (ours win on a
+        clash: they are newer). Called under the file's lock, just before writing."""
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            on_disk = json.loads(self.path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{self.path} is not valid JSON ({exc}); move it away to start afresh") from exc
+        self.data["rows"] = {**on_disk.get("rows", {}), **self.data["rows"]}
+
     def set(self, key: str, value: Any) -> None:
         """Set a top-level entry (e.g. total wall time) and save."""
         self.data[key] = value
         self.save()
 
     def save(self) -> None:
-        """Write the file (with the wall time so far) atomically."""
+        """Write the file (with the wall time so far) atomically. An advisory lock on
+        ``<file>.lock`` makes read-merge-write one step, so that two runs writing the same file
+        at once (two terminals, two notebooks) keep every row of both."""
         self.data["wall_s"] = self._wall_before + time.perf_counter() - self._opened
-        if self.path is not None:
+        if self.path is None:
+            return
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock", timeout=60):
+            self.merge_from_disk()
             atomic_write_json(self.path, self.data)
 
 
