@@ -185,9 +185,9 @@ class Teachers:
     """The sweeps' teachers, each trained once (or loaded from its checkpoint) when first asked
     for; holds each teacher's logits on the training set."""
 
-    def __init__(self, profile: str, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+    def __init__(self, x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
                  source: str, results: ResultFile) -> None:
-        self.profile, self.source, self.results = profile, source, results
+        self.source, self.results = source, results
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
         self.logits: dict[str, Tensor] = {}
 
@@ -253,7 +253,7 @@ def run_regimes(profile: str = "quick", out: Path | str | None = None, progress:
     dataset = dataset if dataset is not None else load_mnist()
     results.data["provenance"].setdefault("data_source", dataset.source)
     data = prepare_inputs(dataset, None)
-    teachers = Teachers(profile, *data, dataset.source, results)
+    teachers = Teachers(*data, dataset.source, results)
     for name in {scale.main_teacher, *scale.teachers, *([ANCHOR_TEACHER] if scale.anchor_seeds else [])}:
         teachers.train_logits(name)  # teacher rows first, so that a partial file has them
     todo = [run for run in planned_runs(scale) if not results.has(run.row_id())]
@@ -384,7 +384,7 @@ def variance_ratio(profile: str = "quick", train_size: int = 1_000, seed: int = 
     set_threads("mlp")
     dataset = dataset if dataset is not None else load_mnist()
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, None)
-    teachers = Teachers(profile, x_train, y_train, x_test, y_test, dataset.source,
+    teachers = Teachers(x_train, y_train, x_test, y_test, dataset.source,
                         ResultFile(None, "mnist-regimes", {}))
     teacher = teachers.model(scale.main_teacher)
     run = nokd_run(train_size, seed)
