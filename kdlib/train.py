@@ -164,15 +164,15 @@ def train(
         raise ValueError("give either teacher_logits (precomputed) or teacher (run per batch), not both")
     if teacher is not None:
         teacher.eval()
-    if (teacher_logits is not None or teacher is not None) and config.alpha == 1.0:
+    distilling = teacher is not None or teacher_logits is not None
+    if distilling and config.alpha == 1.0:
         raise ValueError("alpha=1 puts all the weight on the hard labels, so the teacher would be ignored: "
                          "kdlib's alpha is the weight of the LABEL loss (the KD term gets 1 - alpha); "
                          "pass no teacher, or lower alpha (e.g. 0.5)")
-    if teacher_logits is None and teacher is None and config.alpha != 1.0:
+    if not distilling and config.alpha != 1.0:
         raise ValueError(f"alpha={config.alpha} mixes in a teacher, but no teacher_logits were given")
     if labels is None and config.alpha != 0.0:
         raise ValueError("labels are needed unless alpha == 0 (training on the teacher's outputs alone)")
-    distilling = teacher is not None or teacher_logits is not None
     if distilling and config.label_smoothing > 0:
         raise ValueError("label_smoothing applies to training on labels alone; with a teacher set it to 0")
     torch.manual_seed(config.seed)

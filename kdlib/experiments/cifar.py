@@ -73,11 +73,13 @@ TABLE2: tuple[CifarRow, ...] = (
 )
 
 
-# The rows whose KD / no-KD pairs carry the report's claim get more seeds than the others.
-CLAIM_ROWS: tuple[str, ...] = (
-    "Blocks = [1, 1, 1, 1], Stride = 2", "Ideal with no KD loss",
-    "Ideal on reduced train set", "Ideal on reduced train set with no KD loss",
-)
+# The report's claim: the ideal student with and without the KD loss, on the full and the reduced
+# training set. These rows get more seeds than the others.
+CLAIM_PAIRS: dict[str, tuple[str, str]] = {
+    "full": ("Blocks = [1, 1, 1, 1], Stride = 2", "Ideal with no KD loss"),
+    "reduced": ("Ideal on reduced train set", "Ideal on reduced train set with no KD loss"),
+}
+CLAIM_ROWS: tuple[str, ...] = tuple(name for pair in CLAIM_PAIRS.values() for name in pair)
 
 
 @dataclass(frozen=True)
@@ -180,8 +182,7 @@ def load_or_train_teacher(profile: str, scale: CifarScale, data: tuple[Tensor, .
            "data": source, "train_size": len(x_train), "blocks": TEACHER_BLOCKS, "kdlib": kdlib.__version__}
 
     def build() -> nn.Module:
-        torch.manual_seed(TEACHER_SEED)
-        return make_model(TEACHER_BLOCKS, "bottleneck", 1, scale.width, device)
+        return seeded(lambda: make_model(TEACHER_BLOCKS, "bottleneck", 1, scale.width, device), TEACHER_SEED)
 
     def fit(model: nn.Module) -> dict[str, Any]:
         log = train(model, x_train, y_train, config, batch_transform=augmenting(), progress=progress)
@@ -288,7 +289,7 @@ def run_cifar(profile: str = "quick", out: Path | str | None = None, progress: b
     return results.data
 
 
-PRECISION_ROW = CLAIM_ROWS[3]  # the ideal student on the reduced set, without a teacher
+PRECISION_ROW = CLAIM_PAIRS["reduced"][1]  # the ideal student on the reduced set, without a teacher
 
 
 def run_precision_check(profile: str = "full", out: Path | str | None = None, seeds: tuple[int, ...] = (0, 1, 2),
@@ -403,8 +404,7 @@ def plot_kd_effect(data: dict[str, Any]):
     import matplotlib.pyplot as plt
 
     table = summary_table(data).set_index("experiment")
-    pairs = {"full training set": ("Blocks = [1, 1, 1, 1], Stride = 2", "Ideal with no KD loss"),
-             "reduced training set": ("Ideal on reduced train set", "Ideal on reduced train set with no KD loss")}
+    pairs = {f"{setting} training set": pair for setting, pair in CLAIM_PAIRS.items()}
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, (with_kd, without_kd) in enumerate(pairs.values()):
         for offset, name, label in ((-0.2, with_kd, "with KD loss"), (0.2, without_kd, "without KD loss")):
@@ -423,10 +423,8 @@ def plot_kd_effect(data: dict[str, Any]):
 def claim_gaps(data: dict[str, Any]) -> dict[str, PairedGap]:
     """What the KD loss adds to the ideal student (percentage points), paired by seed, with a 95%
     confidence interval, on the full (``"full"``) and the reduced (``"reduced"``) training set."""
-    pairs = {"full": ("Blocks = [1, 1, 1, 1], Stride = 2", "Ideal with no KD loss"),
-             "reduced": ("Ideal on reduced train set", "Ideal on reduced train set with no KD loss")}
     gaps = {}
-    for key, (with_kd, without_kd) in pairs.items():
+    for key, (with_kd, without_kd) in CLAIM_PAIRS.items():
         runs = {name: {r["seed"]: 100 * r["accuracy"] for r in data["rows"].values()
                        if r.get("kind") == "student" and r["name"] == name} for name in (with_kd, without_kd)}
         seeds = sorted(set(runs[with_kd]) & set(runs[without_kd]))
@@ -437,9 +435,8 @@ def claim_gaps(data: dict[str, Any]) -> dict[str, PairedGap]:
 def kd_gains(accuracy_pct: pd.Series) -> dict[str, float]:
     """What the KD loss adds to the ideal student, in percentage points, on the full and the
     reduced training set, from accuracies indexed by experiment name (ours or the report's)."""
-    return {"full": accuracy_pct["Blocks = [1, 1, 1, 1], Stride = 2"] - accuracy_pct["Ideal with no KD loss"],
-            "reduced": accuracy_pct["Ideal on reduced train set"]
-            - accuracy_pct["Ideal on reduced train set with no KD loss"]}
+    return {key: accuracy_pct[with_kd] - accuracy_pct[without_kd]
+            for key, (with_kd, without_kd) in CLAIM_PAIRS.items()}
 
 
 def closeness(data: dict[str, Any]) -> pd.DataFrame:

@@ -162,27 +162,34 @@ def train_teacher(x_train: Tensor, y_train: Tensor, seed: int,
     if recipe.train_size is not None:
         keep = balanced_subset(y_train, recipe.train_size, seed)
         x_train, y_train = x_train[keep], y_train[keep]
-    torch.manual_seed(seed)
-    teacher = mlp(recipe.hidden, dropout=recipe.dropout)
+    teacher = seeded(lambda: mlp(recipe.hidden, dropout=recipe.dropout), seed)
     shift = (lambda x, g: random_shift(x, g, recipe.shift)) if recipe.shift else None
     log = train(teacher, x_train, y_train, replace(recipe.config, seed=seed), batch_transform=shift)
     return teacher.eval(), log.wall_s
 
 
-def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str, source: str,
-                          results: ResultFile) -> torch.nn.Module:
-    """The frozen teacher of ``seed``: loaded from its verified checkpoint when one was made for
-    exactly this recipe, data and profile, else trained and saved; recorded as a row."""
-    recipe = REPORT_TEACHER
-    key = {"experiment": "mnist-table1-teacher", **recipe.training_key(), "seed": seed, "profile": profile,
-           "data": source, "train_rows": len(x_train), "kdlib": kdlib.__version__}
+def cached_teacher(x_train: Tensor, y_train: Tensor, seed: int, recipe: TeacherRecipe, source: str,
+                   **key: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The teacher of ``recipe`` and ``seed``: loaded from its verified checkpoint when one was
+    made for exactly this recipe and data (and ``key``), else trained and saved; returns it and
+    its training wall time."""
+    full_key = {**key, **recipe.training_key(), "seed": seed, "data": source, "train_rows": len(x_train),
+                "kdlib": kdlib.__version__}
 
     def fit(model: torch.nn.Module) -> dict[str, Any]:
         trained, wall = train_teacher(x_train, y_train, seed, recipe)
         model.load_state_dict(trained.state_dict())
         return {"train_wall_s": wall}
 
-    teacher, info = cached_model("mnist_teacher", key, lambda: mlp(recipe.hidden, dropout=recipe.dropout), fit)
+    return cached_model("mnist_teacher", full_key, lambda: mlp(recipe.hidden, dropout=recipe.dropout), fit)
+
+
+def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str, source: str,
+                          results: ResultFile) -> torch.nn.Module:
+    """The frozen report teacher of ``seed`` (:func:`cached_teacher`), recorded as a row."""
+    recipe = REPORT_TEACHER
+    teacher, info = cached_teacher(x_train, y_train, seed, recipe, source,
+                                   experiment="mnist-table1-teacher", profile=profile)
     row_id = f"teacher/seed{seed}"
     if not results.has(row_id):
         results.put(row_id, {"kind": "teacher", "seed": seed, "hidden": list(recipe.hidden),

@@ -28,12 +28,11 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
-import kdlib
 from kdlib.calibration import expected_calibration_error, log_loss, reliability_bins
-from kdlib.checkpoints import cached_model
 from kdlib.data import ImageDataset, load_mnist
 from kdlib.experiments import published_file
-from kdlib.experiments.mnist import REPORT_TEACHER, TeacherRecipe, balanced_subset, prepare_inputs, train_teacher
+from kdlib.experiments.mnist import (REPORT_TEACHER, TeacherRecipe, balanced_subset, cached_teacher,
+                                    prepare_inputs)
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
@@ -97,8 +96,11 @@ class StudentRun:
                 f"_lr{self.lr:g}/seed{self.seed}")
 
 
-def kd_run(train_size: int, seed: int, teacher: str, temperature: float = 4.0, alpha: float = 0.5,
-           **fields: Any) -> StudentRun:
+KD_TEMPERATURE, KD_ALPHA = 4.0, 0.5  # the sweeps' distillation settings, except in the grid and anchor
+
+
+def kd_run(train_size: int, seed: int, teacher: str, temperature: float = KD_TEMPERATURE,
+           alpha: float = KD_ALPHA, **fields: Any) -> StudentRun:
     return StudentRun("kd", train_size, seed, teacher, temperature, alpha, **fields)
 
 
@@ -171,7 +173,7 @@ def teacher_metrics(logits: Tensor, labels: Tensor) -> dict[str, Any]:
             "ece": expected_calibration_error(probs, labels), "reliability": asdict(bins)}
 
 
-def training_targets(logits: Tensor, labels: Tensor, temperature: float = 4.0) -> dict[str, float]:
+def training_targets(logits: Tensor, labels: Tensor, temperature: float = KD_TEMPERATURE) -> dict[str, float]:
     """What the students are taught: the teacher on the *training* images, where distillation
     happens. Accuracy and log-loss there, and the mean entropy (nats) of the targets softened at
     ``temperature`` (0: one-hot; log 10 = 2.30: uniform)."""
@@ -194,23 +196,14 @@ class Teachers:
     def model(self, name: str) -> nn.Module:
         """Teacher ``name``, trained once (or loaded from its verified checkpoint), recorded as a row."""
         recipe = TEACHERS[name]
-        key = {"experiment": "mnist-teacher", **recipe.training_key(), "seed": TEACHER_SEED,
-               "data": self.source, "train_rows": len(self.x_train), "kdlib": kdlib.__version__}
-
-        def fit(model: nn.Module) -> dict[str, Any]:
-            trained, wall = train_teacher(self.x_train, self.y_train, TEACHER_SEED, recipe)
-            model.load_state_dict(trained.state_dict())
-            return {"train_wall_s": wall}
-
-        model, info = cached_model("mnist_teacher", key, lambda: mlp(recipe.hidden, dropout=recipe.dropout), fit)
+        model, info = cached_teacher(self.x_train, self.y_train, TEACHER_SEED, recipe, self.source,
+                                     experiment="mnist-teacher")
         row_id = f"teacher/{name}"
         if not self.results.has(row_id):
             test_logits = predict_logits(model, self.x_test) * recipe.sharpen
-            self.results.put(row_id, {"kind": "teacher", "teacher": name, "recipe": asdict(recipe),
-                                      "seed": TEACHER_SEED, **info, **teacher_metrics(test_logits, self.y_test)})
-        if "train_set" not in self.results.get(row_id):  # rows written before this was measured
             train_logits = predict_logits(model, self.x_train) * recipe.sharpen
-            self.results.put(row_id, {**self.results.get(row_id),
+            self.results.put(row_id, {"kind": "teacher", "teacher": name, "recipe": asdict(recipe),
+                                      "seed": TEACHER_SEED, **info, **teacher_metrics(test_logits, self.y_test),
                                       "train_set": training_targets(train_logits, self.y_train)})
         return model
 
@@ -323,7 +316,8 @@ def gap(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) 
     return paired_gap([a[s] for s in seeds], [b[s] for s in seeds])
 
 
-PLAIN = {"hidden": (300,), "batch_size": 32, "lr": 0.02}
+PLAIN = {"hidden": (300,), "batch_size": 32, "lr": 0.02}  # the students of sweeps 1-4
+DEFAULT_KD = {"temperature": KD_TEMPERATURE, "alpha": KD_ALPHA, "epochs": 0, **PLAIN}
 
 
 def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFrame:
@@ -332,7 +326,7 @@ def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFra
     teacher = teacher or data["provenance"]["scale"]["main_teacher"]
     lines = []
     for n in sorted(frame.train_size.unique()):
-        kd = dict(kind="kd", train_size=n, teacher=teacher, temperature=4.0, alpha=0.5, epochs=0, **PLAIN)
+        kd = dict(kind="kd", train_size=n, teacher=teacher, **DEFAULT_KD)
         no = dict(kind="nokd", train_size=n, epochs=0, **PLAIN)
         if _select(frame, **kd).empty or _select(frame, **no).empty:
             continue
@@ -402,7 +396,7 @@ def teacher_gains(data: dict[str, Any], train_size: int) -> pd.DataFrame:
     no = dict(kind="nokd", train_size=train_size, epochs=0, **PLAIN)
     lines = []
     for name in teachers.index:
-        kd = dict(kind="kd", train_size=train_size, teacher=name, temperature=4.0, alpha=0.5, epochs=0, **PLAIN)
+        kd = dict(kind="kd", train_size=train_size, teacher=name, **DEFAULT_KD)
         if _select(frame, **kd).empty:
             continue
         g = gap(frame, kd, no)
@@ -422,7 +416,7 @@ def smoothing_vs_kd(data: dict[str, Any]) -> pd.DataFrame:
         best = smooth.groupby("label_smoothing").accuracy_pct.mean().idxmax()
         sm = dict(kind="smooth", train_size=n, label_smoothing=best, epochs=0, **PLAIN)
         no = dict(kind="nokd", train_size=n, epochs=0, **PLAIN)
-        kd = dict(kind="kd", train_size=n, teacher=teacher, temperature=4.0, alpha=0.5, epochs=0, **PLAIN)
+        kd = dict(kind="kd", train_size=n, teacher=teacher, **DEFAULT_KD)
         smooth_gain, kd_gain, kd_over_smooth = gap(frame, sm, no), gap(frame, kd, no), gap(frame, kd, sm)
         lines.append({"labelled examples": n, "best eps": best, "smoothing gain": smooth_gain.mean,
                       "smoothing CI": f"[{smooth_gain.low:+.2f}, {smooth_gain.high:+.2f}]",
