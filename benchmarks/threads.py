@@ -54,7 +54,7 @@ def workloads() -> dict[str, Callable[[], float]]:
 
     def student() -> float:
         torch.manual_seed(0)
-        config = TrainConfig(epochs=1, batch_size=32, lr=0.02, temperature=4.0, alpha=0.5)
+        config = TrainConfig(epochs=1, batch_size=32, lr=0.02, temperature=4.0, label_weight=0.5)
         return train(mlp([300]), x, y, config, teacher_logits=soft).samples_per_s
 
     def teacher() -> float:

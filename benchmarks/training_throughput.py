@@ -146,7 +146,8 @@ def measure_check_overhead(make_model: Callable[[], nn.Module], inputs: Tensor, 
         kdlib.train.distillation_loss = every_step if kind == "KD, checks every step" else checked_once
         try:
             if kind == "labels only":
-                return train(make_model(), inputs, labels, replace(config, alpha=1.0, temperature=1.0)).samples_per_s
+                plain = replace(config, label_weight=1.0, temperature=1.0)
+                return train(make_model(), inputs, labels, plain).samples_per_s
             return train(make_model(), inputs, labels, config, teacher_logits=teacher_logits).samples_per_s
         finally:
             kdlib.train.distillation_loss = checked_once
@@ -191,7 +192,7 @@ def main() -> None:
                         generator=torch.Generator().manual_seed(0))
     distil = teacher_logits is not None
     config = TrainConfig(epochs=1, batch_size=batch, lr=0.02, temperature=3.5 if distil else 1.0,
-                         alpha=0.5 if distil else 1.0)
+                         label_weight=0.5 if distil else 1.0)
 
     def kdlib_epoch() -> float:
         torch.manual_seed(0)

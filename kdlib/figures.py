@@ -68,7 +68,7 @@ def plot_pipeline() -> plt.Figure:
         "student": (2.6, 0.5, "student\n(small, trained)"),
         "soft_t": (5.2, 2.7, "softmax(v / T)\nsoft targets"),
         "soft_s": (5.2, 0.5, "softmax(z / T)\nand softmax(z)"),
-        "loss": (7.8, 1.6, "alpha * CE(z, y)\n+ (1 - alpha) T^2 KL"),
+        "loss": (7.8, 1.6, "w_label CE(z, y)\n+ (1 - w_label) T^2 KL"),
     }
     for x, y, text in boxes.values():
         ax.add_patch(plt.Rectangle((x, y), 2.0, 0.9, facecolor="#e8eef7", edgecolor="#34495e"))

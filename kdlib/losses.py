@@ -6,8 +6,10 @@ For logits ``z`` (student) and ``v`` (teacher) over ``C`` classes and a temperat
   a class index or a target distribution ``q`` (then ``-sum_c q_c log softmax(z)_c``).
 * ``kd_divergence(z, v, T) = KL(softmax(v / T) || softmax(z / T))``: the teacher's softened
   distribution is the target; summed over classes, averaged over the batch ("batchmean").
-* ``distillation_loss = alpha * CE(z, y) + (1 - alpha) * T**2 * KL``: ``alpha`` weighs the hard
-  labels (``alpha = 1``: ordinary training; ``alpha = 0``: the teacher alone). The ``T**2``
+* ``distillation_loss = label_weight * CE(z, y) + (1 - label_weight) * T**2 * KL``:
+  ``label_weight`` weighs the hard labels (1: ordinary training; 0: the teacher alone) and the KD
+  term gets the rest. (kdlib once called it ``alpha``; libraries disagree on which term ``alpha``
+  weighs, so kdlib refuses that name with a message.) The ``T**2``
   keeps the gradient of the KD term on the same scale as ``T`` changes (Hinton et al., 2015):
   the gradient of the KL term alone shrinks like ``1 / T**2``.
 
@@ -45,12 +47,24 @@ def check_temperature(temperature: float) -> float:
     return t
 
 
-def check_alpha(alpha: float) -> float:
-    """The hard-label weight ``alpha`` must lie in [0, 1]."""
-    a = float(alpha)
+def check_label_weight(label_weight: float) -> float:
+    """The weight of the hard-label loss must lie in [0, 1]."""
+    a = float(label_weight)
     if not 0.0 <= a <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (1: hard labels only, 0: teacher only), got {alpha!r}")
+        raise ValueError(f"label_weight must be in [0, 1] (1: hard labels only, 0: teacher only), "
+                         f"got {label_weight!r}")
     return a
+
+
+def refuse_alpha(alpha: float | None) -> None:
+    """kdlib's weight was called ``alpha`` until it was renamed ``label_weight``: a call that still
+    passes ``alpha`` is refused, since other libraries use ``alpha`` for the *distillation* weight."""
+    if alpha is not None:
+        raise ValueError(
+            f"kdlib no longer takes alpha (got alpha={alpha!r}): libraries disagree on which term alpha "
+            "weighs. Pass label_weight, the weight of the hard-label loss (what kdlib's alpha meant; "
+            f"the distillation term gets 1 - label_weight): label_weight={alpha!r} gives kdlib's old "
+            f"loss, label_weight={1 - float(alpha):g} the loss of libraries whose alpha weighs the KD term")
 
 
 def check_targets(targets: Tensor, logits: Tensor) -> None:
@@ -130,34 +144,42 @@ def distillation_loss(
     teacher_logits: Tensor,
     targets: Tensor | None,
     temperature: float,
-    alpha: float,
+    label_weight: float | None = None,
     check: bool = True,
+    *,
+    alpha: float | None = None,
 ) -> Tensor:
-    """``alpha * cls_loss + (1 - alpha) * T**2 * div_loss``, the report's ``cls_loss + div_loss``.
+    """``label_weight * cls_loss + (1 - label_weight) * T**2 * div_loss``; the report's
+    ``cls_loss + div_loss`` is ``label_weight = 0.5`` (times 2).
 
-    ``targets`` may be ``None`` only when ``alpha == 0`` (a student taught by the teacher alone,
-    with no ground-truth labels).
+    ``targets`` may be ``None`` only when ``label_weight == 0`` (a student taught by the teacher
+    alone, with no ground-truth labels). ``alpha`` is the weight's old name, refused with a message.
     """
-    a = check_alpha(alpha)
+    refuse_alpha(alpha)
+    if label_weight is None:
+        raise TypeError("distillation_loss needs label_weight, the weight of the hard-label loss in [0, 1]")
+    a = check_label_weight(label_weight)
     t = check_temperature(temperature)
     kd = kd_divergence(student_logits, teacher_logits, t, check=check)
     if targets is None:
         if a != 0.0:
-            raise ValueError("targets are needed unless alpha == 0 (teacher-only distillation)")
+            raise ValueError("targets are needed unless label_weight == 0 (teacher-only distillation)")
         return (t * t) * kd
     return a * softmax_cross_entropy(student_logits, targets, check=check) + (1.0 - a) * (t * t) * kd
 
 
 class DistillationLoss(nn.Module):
-    """:func:`distillation_loss` as a module with fixed ``temperature`` and ``alpha``."""
+    """:func:`distillation_loss` as a module with fixed ``temperature`` and ``label_weight``."""
 
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.5) -> None:
+    def __init__(self, temperature: float = 4.0, label_weight: float = 0.5, *,
+                 alpha: float | None = None) -> None:
         super().__init__()
+        refuse_alpha(alpha)
         self.temperature = check_temperature(temperature)
-        self.alpha = check_alpha(alpha)
+        self.label_weight = check_label_weight(label_weight)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | None) -> Tensor:
-        return distillation_loss(student_logits, teacher_logits, targets, self.temperature, self.alpha)
+        return distillation_loss(student_logits, teacher_logits, targets, self.temperature, self.label_weight)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, alpha={self.alpha}"
+        return f"temperature={self.temperature}, label_weight={self.label_weight}"

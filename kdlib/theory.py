@@ -368,17 +368,17 @@ def simulate_delta(problem: DiscreteProblem, losses: np.ndarray, teachers: np.nd
 # Distillation under a mismatched distribution
 
 
-def fit_student(problem: DiscreteProblem, teacher: np.ndarray, alpha: float, n: int, repeats: int,
-                smoothing: float = 1.0, seed: int = 0) -> np.ndarray:
+def fit_student(problem: DiscreteProblem, teacher: np.ndarray, label_weight: float, n: int,
+                repeats: int, smoothing: float = 1.0, seed: int = 0) -> np.ndarray:
     """Students fitted on ``repeats`` samples of size ``n``: for each ``x`` the distribution that
-    minimises ``alpha * CE(labels) + (1 - alpha) * CE(teacher)``, i.e. the mixture
-    ``alpha * (smoothed label frequencies at x) + (1 - alpha) * teacher(x)``.
+    minimises ``label_weight * CE(labels) + (1 - label_weight) * CE(teacher)``, i.e. the mixture
+    ``label_weight * (smoothed label frequencies at x) + (1 - label_weight) * teacher(x)``.
 
     Returns ``(repeats, K, L)``. A student that never saw ``x`` falls back to the smoothed
     frequencies (uniform) and the teacher.
     """
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if not 0 <= label_weight <= 1:
+        raise ValueError(f"label_weight must be in [0, 1], got {label_weight!r}")
     teacher = check_distributions("teacher", teacher)
     rng = np.random.default_rng(seed)
     x, y = problem.sample(rng, repeats, n)
@@ -386,7 +386,7 @@ def fit_student(problem: DiscreteProblem, teacher: np.ndarray, alpha: float, n: 
     np.add.at(counts, (np.arange(repeats)[:, None], x, y), 1.0)
     counts += smoothing
     frequencies = counts / counts.sum(-1, keepdims=True)
-    return alpha * frequencies + (1 - alpha) * teacher[None]
+    return label_weight * frequencies + (1 - label_weight) * teacher[None]
 
 
 def excess_risk(problem: DiscreteProblem, students: np.ndarray) -> np.ndarray:
@@ -450,14 +450,15 @@ def lemma2_table(problem: DiscreteProblem, losses: np.ndarray, teachers: dict[st
 
 
 def mismatch_table(problem: DiscreteProblem, teachers: dict[str, np.ndarray], sizes: list[int],
-                   repeats: int, alpha: float = 0.5, seed: int = 0) -> pd.DataFrame:
+                   repeats: int, label_weight: float = 0.5, seed: int = 0) -> pd.DataFrame:
     """Mean true excess risk (with a 95% interval) of students fitted on samples of ``problem``:
-    one on labels alone (``alpha = 1``) and one per teacher (mixing labels and teacher by ``alpha``)."""
+    one on labels alone (``label_weight = 1``) and one per teacher (mixing labels and teacher by
+    ``label_weight``)."""
     rows = []
     for j, n in enumerate(sizes):
         fits = {"labels only": fit_student(problem, problem.bayes, 1.0, n, repeats, seed=seed + j)}
         for name, teacher in teachers.items():
-            fits[name] = fit_student(problem, teacher, alpha, n, repeats, seed=seed + j)
+            fits[name] = fit_student(problem, teacher, label_weight, n, repeats, seed=seed + j)
         for name, students in fits.items():
             est = mean_estimate(excess_risk(problem, students))
             rows.append({"student": name, "N": n, "excess risk": est.value, "CI low": est.low, "CI high": est.high})

@@ -13,15 +13,15 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from kdlib.losses import (check_alpha, check_label_smoothing, check_temperature, distillation_loss,
-                          softmax_cross_entropy)
+from kdlib.losses import (check_label_smoothing, check_label_weight, check_temperature, distillation_loss,
+                          refuse_alpha, softmax_cross_entropy)
 
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 """Turns a stored batch (e.g. uint8 images) into network input (e.g. augmented, normalised floats)."""
@@ -37,8 +37,10 @@ DIVERGENCE_FACTOR = 10.0
 class TrainConfig:
     """Hyper-parameters of one training run.
 
-    ``alpha`` is the weight of the hard-label loss: 1 trains on the labels alone (no teacher
-    needed), 0 on the teacher alone, in between mixes the two (:func:`kdlib.losses.distillation_loss`).
+    ``label_weight`` is the weight of the hard-label loss: 1 trains on the labels alone (no
+    teacher needed), 0 on the teacher alone, in between mixes the two and the distillation term
+    gets ``kd_weight = 1 - label_weight`` (:func:`kdlib.losses.distillation_loss`). Its old name
+    ``alpha`` is refused with a message that says what changed.
     """
 
     epochs: int = 1
@@ -50,12 +52,14 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_epochs: int = 0  # linear learning-rate warm-up before the schedule
     temperature: float = 1.0
-    alpha: float = 1.0
+    label_weight: float = 1.0  # weight of the hard-label loss; the KD term gets 1 - label_weight
     label_smoothing: float = 0.0  # for training on labels alone: target (1 - eps) e_y + eps / C
     seed: int = 0
     mixed_precision: bool = False  # bfloat16 autocast
+    alpha: InitVar[float | None] = None  # the old name of label_weight: refused
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, alpha: float | None) -> None:
+        refuse_alpha(alpha)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if self.optimizer not in ("sgd", "adam"):
@@ -68,17 +72,23 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} "
                              f"with epochs={self.epochs}")
         check_temperature(self.temperature)
-        check_alpha(self.alpha)
+        check_label_weight(self.label_weight)
         check_label_smoothing(self.label_smoothing)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build a config from a dict, rejecting unknown keys with the list of known ones."""
+        refuse_alpha(values.get("alpha"))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}: known keys are {sorted(known)}")
         return cls(**values)
+
+    @property
+    def kd_weight(self) -> float:
+        """The weight of the distillation term, ``1 - label_weight``."""
+        return 1.0 - self.label_weight
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,7 +153,7 @@ def train(
 ) -> TrainLog:
     """Train ``model`` in place on ``(inputs, labels)``, distilling from a teacher if one is given.
 
-    * no teacher: ordinary training with the softmax cross-entropy (``alpha`` must then be 1);
+    * no teacher: ordinary training with the softmax cross-entropy (``label_weight`` must then be 1);
     * ``teacher_logits``: precomputed logits of a frozen teacher, row ``i`` for ``inputs[i]``
       (offline distillation without data augmentation);
     * ``teacher``: a frozen teacher run in eval mode, without gradients, on each transformed
@@ -151,7 +161,8 @@ def train(
       the same augmented images).
 
     With a teacher the loss is the distillation loss with ``config.temperature`` and
-    ``config.alpha``; ``labels`` may be ``None`` when ``alpha == 0`` (labels from the teacher alone).
+    ``config.label_weight``; ``labels`` may be ``None`` when ``label_weight == 0`` (the teacher
+    alone).
 
     The inputs of the loss are checked on the first step only (checks that read values force the
     CPU to wait for the device); after that, each epoch's mean loss is checked: a non-finite loss
@@ -165,14 +176,15 @@ def train(
     if teacher is not None:
         teacher.eval()
     distilling = teacher is not None or teacher_logits is not None
-    if distilling and config.alpha == 1.0:
-        raise ValueError("alpha=1 puts all the weight on the hard labels, so the teacher would be ignored: "
-                         "kdlib's alpha is the weight of the LABEL loss (the KD term gets 1 - alpha); "
-                         "pass no teacher, or lower alpha (e.g. 0.5)")
-    if not distilling and config.alpha != 1.0:
-        raise ValueError(f"alpha={config.alpha} mixes in a teacher, but no teacher_logits were given")
-    if labels is None and config.alpha != 0.0:
-        raise ValueError("labels are needed unless alpha == 0 (training on the teacher's outputs alone)")
+    if distilling and config.label_weight == 1.0:
+        raise ValueError("label_weight=1 puts all the weight on the hard labels, so the teacher would be "
+                         "ignored (label_weight is the weight of the LABEL loss; the KD term gets "
+                         "1 - label_weight): pass no teacher, or lower label_weight (e.g. 0.5)")
+    if not distilling and config.label_weight != 1.0:
+        raise ValueError(f"label_weight={config.label_weight} mixes in a teacher, but no teacher (or "
+                         "teacher_logits) was given")
+    if labels is None and config.label_weight != 0.0:
+        raise ValueError("labels are needed unless label_weight == 0 (training on the teacher's outputs alone)")
     if distilling and config.label_smoothing > 0:
         raise ValueError("label_smoothing applies to training on labels alone; with a teacher set it to 0")
     torch.manual_seed(config.seed)
@@ -207,7 +219,7 @@ def train(
                                              config.label_smoothing, check=first_step)
             else:
                 loss = distillation_loss(logits, soft, None if labels is None else labels[idx],
-                                         config.temperature, config.alpha, check=first_step)
+                                         config.temperature, config.label_weight, check=first_step)
             first_step = False
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -61,7 +61,7 @@ def test_gradcheck(logits) -> None:
     assert torch.autograd.gradcheck(lambda s: softmax_cross_entropy(s, labels[:4]), (student,))
 
 
-def test_zero_loss_when_student_equals_teacher_and_alpha_is_zero(logits) -> None:
+def test_zero_loss_when_student_equals_teacher_and_label_weight_is_zero(logits) -> None:
     _, teacher, labels = logits
     assert distillation_loss(teacher.clone(), teacher, labels, 4.0, 0.0).abs().item() < 1e-12
     assert distillation_loss(teacher.clone(), teacher, None, 4.0, 0.0).abs().item() < 1e-12
@@ -103,8 +103,8 @@ def test_stable_for_extreme_logits() -> None:
         (dict(temperature=-1.0), "temperature must be a finite number > 0"),
         (dict(temperature=float("nan")), "temperature must be a finite number > 0"),
         (dict(temperature=float("inf")), "temperature must be a finite number > 0"),
-        (dict(alpha=1.5), r"alpha must be in \[0, 1\]"),
-        (dict(alpha=-0.1), r"alpha must be in \[0, 1\]"),
+        (dict(label_weight=1.5), r"label_weight must be in \[0, 1\]"),
+        (dict(label_weight=-0.1), r"label_weight must be in \[0, 1\]"),
         (dict(teacher=torch.zeros(4, 9)), "same shape"),
         (dict(targets=torch.tensor([0, 1, 2, 10])), r"class indices in \[0, 9\]"),
         (dict(targets=torch.tensor([0, 1, 2, -1])), r"class indices in \[0, 9\]"),
@@ -115,18 +115,30 @@ def test_stable_for_extreme_logits() -> None:
         (dict(teacher=torch.full((4, 10), float("inf"))), "teacher_logits contains NaN or infinite"),
         (dict(student=torch.zeros(4, 10, dtype=torch.int64)), "floating-point"),
         (dict(student=torch.zeros(40)), r"shape \(batch, classes\)"),
-        (dict(targets=None), "targets are needed unless alpha == 0"),
+        (dict(targets=None), "targets are needed unless label_weight == 0"),
     ],
 )
 def test_bad_input_raises_clear_errors(kwargs: dict, message: str) -> None:
     args = dict(student=torch.zeros(4, 10), teacher=torch.zeros(4, 10), targets=torch.tensor([0, 1, 2, 3]),
-                temperature=2.0, alpha=0.5)
+                temperature=2.0, label_weight=0.5)
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        distillation_loss(args["student"], args["teacher"], args["targets"], args["temperature"], args["alpha"])
+        distillation_loss(args["student"], args["teacher"], args["targets"], args["temperature"], args["label_weight"])
 
 
 def test_module_validates_at_construction() -> None:
     with pytest.raises(ValueError, match="temperature"):
         DistillationLoss(temperature=0)
     assert "temperature=4.0" in repr(DistillationLoss(4.0, 0.5))
+
+
+def test_the_old_name_alpha_is_refused_with_what_changed(logits) -> None:
+    z, v, y = logits
+    for call in (lambda: distillation_loss(z, v, y, 2.0, alpha=0.3),
+                 lambda: DistillationLoss(2.0, alpha=0.3)):
+        with pytest.raises(ValueError, match="no longer takes alpha") as error:
+            call()
+        assert "label_weight=0.3 gives kdlib's old loss" in str(error.value)
+        assert "label_weight=0.7" in str(error.value)
+    with pytest.raises(TypeError, match="needs label_weight"):
+        distillation_loss(z, v, y, 2.0)

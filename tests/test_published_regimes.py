@@ -8,7 +8,7 @@ import pytest
 
 from kdlib.experiments import RESULTS_DIR, regimes
 
-REQUIRED = ("kind", "seed", "train_size", "teacher", "temperature", "alpha", "accuracy")
+REQUIRED = ("kind", "seed", "train_size", "teacher", "temperature", "label_weight", "accuracy")
 
 
 @pytest.fixture(scope="module")
@@ -44,5 +44,5 @@ def test_label_smoothing_and_grid_tables_are_complete(published: dict) -> None:
     assert len(smoothing) == 2
     for n in regimes.SCALES["full"].grid_sizes:
         grid = regimes.grid(published, n)
-        assert grid.shape == (len(regimes.SCALES["full"].temperatures), len(regimes.SCALES["full"].alphas))
+        assert grid.shape == (len(regimes.SCALES["full"].temperatures), len(regimes.SCALES["full"].label_weights))
     assert len(regimes.anchor_table(published)) == 3

@@ -48,3 +48,13 @@ def test_students_reach_the_reported_accuracy(published: dict) -> None:
 
 def test_teacher_reaches_the_reported_accuracy(published: dict) -> None:
     assert mnist.teacher_accuracy(published).mean() >= mnist.REPORTED_TEACHER_ACCURACY_PCT - 0.5
+
+
+def test_each_row_id_names_the_settings_its_row_was_trained_with(published: dict) -> None:
+    """Resume keys carry every setting that changes a student, so a changed setting is retrained."""
+    for kind, spec, seed in mnist.planned_runs((0,)):
+        row = published["rows"][spec.row_id(kind, seed)]
+        now = mnist.student_config(spec, seed, kind).to_dict()
+        # (fields added to TrainConfig after the run, at their defaults, are not in the file)
+        assert row["config"] == {key: now[key] for key in row["config"]}
+        assert f"_lr{row['config']['lr']:g}_w{row['config']['label_weight']:g}/" in spec.row_id(kind, seed)

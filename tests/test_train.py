@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -60,7 +62,7 @@ def test_distilling_from_the_teacher_alone_copies_it() -> None:
     train(teacher, x, toy_problem()[1], TrainConfig(epochs=10, lr=0.05))
     soft = predict_logits(teacher, x)
     student = mlp([32], in_features=16, num_classes=3)
-    train(student, x, None, TrainConfig(epochs=20, lr=0.05, alpha=0.0, temperature=2.0), teacher_logits=soft)
+    train(student, x, None, TrainConfig(epochs=20, lr=0.05, label_weight=0.0, temperature=2.0), teacher_logits=soft)
     agreement = (predict_logits(student, x).argmax(1) == soft.argmax(1)).float().mean().item()
     assert agreement > 0.9
 
@@ -87,11 +89,11 @@ def test_bad_configs_and_misaligned_inputs() -> None:
     with pytest.raises(ValueError, match="64 inputs but 63 labels"):
         train(model, x, y[:-1], TrainConfig())
     with pytest.raises(ValueError, match="rows of teacher logits"):
-        train(model, x, y, TrainConfig(alpha=0.5), teacher_logits=torch.zeros(10, 3))
-    with pytest.raises(ValueError, match="no teacher_logits"):
-        train(model, x, y, TrainConfig(alpha=0.5))
+        train(model, x, y, TrainConfig(label_weight=0.5), teacher_logits=torch.zeros(10, 3))
+    with pytest.raises(ValueError, match=r"no teacher \(or teacher_logits\) was given"):
+        train(model, x, y, TrainConfig(label_weight=0.5))
     with pytest.raises(ValueError, match="labels are needed"):
-        train(model, x, None, TrainConfig(alpha=0.5), teacher_logits=torch.zeros(64, 3))
+        train(model, x, None, TrainConfig(label_weight=0.5), teacher_logits=torch.zeros(64, 3))
 
 
 def test_label_smoothing_is_cross_entropy_with_the_smoothed_target() -> None:
@@ -142,11 +144,11 @@ def test_epoch_callback_sees_every_epoch() -> None:
     assert [h["epoch"] for h in log.history] == [1, 2, 3]
 
 
-def test_a_teacher_that_alpha_would_ignore_is_refused() -> None:
+def test_a_teacher_that_label_weight_would_ignore_is_refused() -> None:
     x, y = toy_problem(64)
     soft = torch.randn(64, 3)
     with pytest.raises(ValueError, match="teacher would be ignored"):
-        train(mlp([8], in_features=16, num_classes=3), x, y, TrainConfig(alpha=1.0), teacher_logits=soft)
+        train(mlp([8], in_features=16, num_classes=3), x, y, TrainConfig(label_weight=1.0), teacher_logits=soft)
 
 
 def test_mlp_rejects_malformed_widths() -> None:
@@ -166,3 +168,12 @@ def test_seeded_models_start_from_the_same_weights() -> None:
     a, b, c = (seeded(lambda: mlp([8], in_features=4), s) for s in (3, 3, 4))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a[1].weight, c[1].weight)
+
+
+def test_train_config_refuses_the_old_name_alpha() -> None:
+    for make in (lambda: TrainConfig(alpha=0.5), lambda: TrainConfig.from_dict({"alpha": 0.5}),
+                 lambda: replace(TrainConfig(), alpha=0.5)):
+        with pytest.raises(ValueError, match="no longer takes alpha"):
+            make()
+    config = TrainConfig(label_weight=0.25)
+    assert config.kd_weight == 0.75 and "alpha" not in config.to_dict()

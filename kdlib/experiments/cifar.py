@@ -119,7 +119,7 @@ SCALES: dict[str, CifarScale] = {
                         batch_size=512, lr=0.2, warmup_epochs=2, teacher_label_smoothing=0.1, flip_test=True),
 }
 KD_TEMPERATURE = 4.0
-KD_ALPHA = 0.5
+KD_LABEL_WEIGHT = 0.5
 TEACHER_SEED = 0
 
 
@@ -158,7 +158,7 @@ def train_config(scale: CifarScale, epochs: int, seed: int, kd: bool, device: to
                  label_smoothing: float = 0.0) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=scale.batch_size, lr=scale.lr, momentum=0.9,
                        weight_decay=5e-4, lr_schedule="cosine", warmup_epochs=scale.warmup_epochs, seed=seed,
-                       temperature=KD_TEMPERATURE if kd else 1.0, alpha=KD_ALPHA if kd else 1.0,
+                       temperature=KD_TEMPERATURE if kd else 1.0, label_weight=KD_LABEL_WEIGHT if kd else 1.0,
                        label_smoothing=label_smoothing, mixed_precision=use_bfloat16(device))
 
 

@@ -45,8 +45,11 @@ class StudentSpec:
     batch_size: int
 
     def row_id(self, kind: str, seed: int) -> str:
-        temperature = "" if kind == "nokd" else f"_T{self.temperature:g}"
-        return f"{kind}/h{self.hidden}{temperature}_e{self.epochs}_b{self.batch_size}/seed{seed}"
+        """The run's key in the result file: every setting that changes the trained student."""
+        config = student_config(self, seed, kind)
+        temperature = "" if kind == "nokd" else f"_T{config.temperature:g}"
+        return (f"{kind}/h{self.hidden}{temperature}_e{config.epochs}_b{config.batch_size}_lr{config.lr:g}"
+                f"_w{config.label_weight:g}/seed{seed}")
 
 
 # The nine rows of Table 1, in the report's order.
@@ -97,9 +100,9 @@ class TeacherRecipe:
 
 
 REPORT_TEACHER = TeacherRecipe("report (1 epoch)")
-# Students: the same optimiser; alpha = 0.5 weighs hard labels and teacher equally.
+# Students: the same optimiser; label_weight = 0.5 weighs hard labels and teacher equally.
 STUDENT_LR = 0.02
-STUDENT_ALPHA = 0.5
+STUDENT_LABEL_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,10 @@ SCALES: dict[str, MnistScale] = {
 
 def student_config(spec: StudentSpec, seed: int, kind: str) -> TrainConfig:
     """The training configuration of a student of ``kind`` ``"kd"``, ``"nokd"`` or ``"labelfree"``."""
-    alpha = {"kd": STUDENT_ALPHA, "nokd": 1.0, "labelfree": 0.0}[kind]
+    label_weight = {"kd": STUDENT_LABEL_WEIGHT, "nokd": 1.0, "labelfree": 0.0}[kind]
     return TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=STUDENT_LR, lr_schedule="cosine",
-                       temperature=spec.temperature if kind != "nokd" else 1.0, alpha=alpha, seed=seed)
+                       temperature=spec.temperature if kind != "nokd" else 1.0, label_weight=label_weight,
+                       seed=seed)
 
 
 def prepare_inputs(dataset: ImageDataset, train_size: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -328,14 +332,16 @@ def teacher_accuracy(data: dict[str, Any]) -> pd.Series:
                       if r.get("kind") == "teacher"}, name="teacher accuracy %")
 
 
-def alpha_temperature_sweep(alphas: list[float], temperatures: list[float], profile: str = "quick",
-                            hidden: int = 300, epochs: int = 3, seeds: tuple[int, ...] = (0,),
-                            dataset: ImageDataset | None = None, teacher: torch.nn.Module | None = None,
-                            recipe: TeacherRecipe = REPORT_TEACHER) -> pd.DataFrame:
-    """Test accuracy of a ``784-hidden-10`` student for each (alpha, T) and seed, from one frozen
-    teacher: ``teacher`` if given (reuse it across calls), else one trained by ``recipe``.
+def label_weight_temperature_sweep(label_weights: list[float], temperatures: list[float],
+                                   profile: str = "quick", hidden: int = 300, epochs: int = 3,
+                                   seeds: tuple[int, ...] = (0,), dataset: ImageDataset | None = None,
+                                   teacher: torch.nn.Module | None = None,
+                                   recipe: TeacherRecipe = REPORT_TEACHER) -> pd.DataFrame:
+    """Test accuracy of a ``784-hidden-10`` student for each (label_weight, T) and seed, from one
+    frozen teacher: ``teacher`` if given (reuse it across calls), else one trained by ``recipe``.
 
-    ``alpha = 1`` ignores the teacher (so T plays no part); ``alpha = 0`` ignores the labels.
+    ``label_weight = 1`` ignores the teacher (so T plays no part); ``label_weight = 0`` ignores
+    the labels.
     """
     scale = SCALES[check_profile(profile)]
     dataset = dataset if dataset is not None else load_mnist()
@@ -346,13 +352,14 @@ def alpha_temperature_sweep(alphas: list[float], temperatures: list[float], prof
     teacher_logits = predict_logits(teacher, x_train)
     rows = []
     for seed in seeds:
-        for alpha in alphas:
+        for label_weight in label_weights:
             for temperature in temperatures:
                 config = TrainConfig(epochs=epochs, batch_size=32, lr=STUDENT_LR, lr_schedule="cosine",
-                                     temperature=temperature, alpha=alpha, seed=seed)
+                                     temperature=temperature, label_weight=label_weight, seed=seed)
                 student = seeded(lambda: mlp([hidden]), seed)
-                train(student, x_train, y_train, config, teacher_logits=None if alpha == 1.0 else teacher_logits)
-                rows.append({"seed": seed, "alpha": alpha, "temperature": temperature,
+                train(student, x_train, y_train, config,
+                      teacher_logits=None if label_weight == 1.0 else teacher_logits)
+                rows.append({"seed": seed, "label_weight": label_weight, "temperature": temperature,
                              "accuracy_pct": 100 * accuracy(student, x_test, y_test)})
     return pd.DataFrame(rows)
 
@@ -371,7 +378,7 @@ def plot_accuracy(data: dict[str, Any]):
     kd, nokd = student_rows(data, "kd"), student_rows(data, "nokd")
     base = dict(temperature=3.5, epochs=3, batch_size=32)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for frame, label, marker in ((kd, "KD (alpha = 0.5)", "o"), (nokd, "no KD (labels only)", "s")):
+    for frame, label, marker in ((kd, "KD (label_weight = 0.5)", "o"), (nokd, "no KD (labels only)", "s")):
         sel = frame[(frame.epochs == 3) & (frame.batch_size == 32)]
         if label.startswith("KD"):
             sel = sel[sel.temperature == base["temperature"]]

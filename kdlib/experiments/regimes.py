@@ -3,13 +3,13 @@
 Every sweep trains a one-hidden-layer student three ways, paired by seed (the same class-balanced
 training subset, initial weights and data order):
 
-* ``kd``: the distillation loss from a frozen teacher (``alpha`` weighs the hard labels);
+* ``kd``: the distillation loss from a frozen teacher (``label_weight`` weighs the hard labels);
 * ``nokd``: the hard labels alone;
 * ``smooth``: label smoothing, a fixed "teacher" ``(1 - eps) e_y + eps / C`` that knows nothing
   about the input.
 
 The sweeps: (1) the number of labelled examples; (2) the teacher's quality (accuracy, log-loss,
-calibration); (3) label smoothing against distillation; (4) a grid of temperature and alpha;
+calibration); (3) label smoothing against distillation; (4) a grid of temperature and label_weight;
 (5) Hinton et al. (2015)'s MNIST regime as an anchor. Teachers are trained once per recipe on
 all 60,000 training images (seed 0) and cached on disk (:mod:`kdlib.checkpoints`); one teacher
 serves every student seed. Rows are shared between sweeps when they are the same run.
@@ -68,7 +68,7 @@ class StudentRun:
     seed: int
     teacher: str | None = None
     temperature: float = 1.0
-    alpha: float = 1.0  # weight of the hard labels (1: labels only)
+    label_weight: float = 1.0  # weight of the hard labels (1: labels only)
     label_smoothing: float = 0.0
     hidden: tuple[int, ...] = (300,)
     epochs: int = 0  # 0: epochs_for(train_size, batch_size)
@@ -86,22 +86,22 @@ class StudentRun:
     def config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs or epochs_for(self.train_size, self.batch_size),
                            batch_size=self.batch_size, lr=self.lr, lr_schedule="cosine",
-                           temperature=self.temperature, alpha=self.alpha,
+                           temperature=self.temperature, label_weight=self.label_weight,
                            label_smoothing=self.label_smoothing, seed=self.seed)
 
     def row_id(self) -> str:
         width = "-".join(map(str, self.hidden))
         return (f"{self.kind}/{self.teacher or 'none'}/n{self.train_size}/h{width}/T{self.temperature:g}"
-                f"/a{self.alpha:g}/eps{self.label_smoothing:g}/e{self.config().epochs}_b{self.batch_size}"
+                f"/w{self.label_weight:g}/eps{self.label_smoothing:g}/e{self.config().epochs}_b{self.batch_size}"
                 f"_lr{self.lr:g}/seed{self.seed}")
 
 
-KD_TEMPERATURE, KD_ALPHA = 4.0, 0.5  # the sweeps' distillation settings, except in the grid and anchor
+KD_TEMPERATURE, KD_LABEL_WEIGHT = 4.0, 0.5  # the sweeps' distillation settings, except in the grid and anchor
 
 
 def kd_run(train_size: int, seed: int, teacher: str, temperature: float = KD_TEMPERATURE,
-           alpha: float = KD_ALPHA, **fields: Any) -> StudentRun:
-    return StudentRun("kd", train_size, seed, teacher, temperature, alpha, **fields)
+           label_weight: float = KD_LABEL_WEIGHT, **fields: Any) -> StudentRun:
+    return StudentRun("kd", train_size, seed, teacher, temperature, label_weight, **fields)
 
 
 def nokd_run(train_size: int, seed: int, **fields: Any) -> StudentRun:
@@ -119,7 +119,7 @@ class RegimeScale:
     teacher_sizes: tuple[int, ...]
     smoothing: tuple[float, ...]  # sweep 3
     temperatures: tuple[float, ...]  # sweep 4
-    alphas: tuple[float, ...]
+    label_weights: tuple[float, ...]
     grid_sizes: tuple[int, ...]
     grid_seeds: tuple[int, ...]
     anchor_seeds: tuple[int, ...]  # sweep 5 (empty: skipped)
@@ -128,18 +128,18 @@ class RegimeScale:
 
 SCALES: dict[str, RegimeScale] = {
     "quick": RegimeScale(sizes=(300, 3_000), seeds=(0, 1, 2), main_teacher=REPORT_TEACHER.name,
-                         teachers=(), teacher_sizes=(), smoothing=(0.1,), temperatures=(), alphas=(),
+                         teachers=(), teacher_sizes=(), smoothing=(0.1,), temperatures=(), label_weights=(),
                          grid_sizes=(), grid_seeds=(), anchor_seeds=()),
     "full": RegimeScale(sizes=(250, 500, 1_000, 2_000, 5_000, 20_000, 60_000), seeds=(0, 1, 2, 3, 4),
                         main_teacher="5 epochs", teachers=tuple(TEACHERS), teacher_sizes=(1_000, 60_000),
                         smoothing=(0.05, 0.1, 0.2, 0.4), temperatures=(1.0, 2.0, 4.0, 8.0, 20.0),
-                        alphas=(0.1, 0.5, 0.9), grid_sizes=(1_000, 60_000), grid_seeds=(0, 1, 2),
+                        label_weights=(0.1, 0.5, 0.9), grid_sizes=(1_000, 60_000), grid_seeds=(0, 1, 2),
                         anchor_seeds=(0, 1, 2)),
 }
 SCALES["paper"] = SCALES["full"]
 ANCHOR = {"hidden": (800, 800), "batch_size": 128, "lr": 0.01}  # at T = 20 a larger rate diverged
 ANCHOR_TEACHER = "jitter, 15 epochs"
-ANCHOR_KD = {"temperature": 20.0, "alpha": 0.1}
+ANCHOR_KD = {"temperature": 20.0, "label_weight": 0.1}
 FULL_SIZE = 60_000
 
 
@@ -155,9 +155,9 @@ def planned_runs(scale: RegimeScale) -> list[StudentRun]:
     for seed in scale.seeds:  # 3: label smoothing, at the smallest and largest sweep-1 size
         for n in sorted({min(scale.sizes), max(scale.sizes)}):
             runs += [StudentRun("smooth", n, seed, label_smoothing=eps) for eps in scale.smoothing]
-    for seed in scale.grid_seeds:  # 4: temperature and alpha
+    for seed in scale.grid_seeds:  # 4: temperature and label_weight
         for n in scale.grid_sizes:
-            runs += [kd_run(n, seed, scale.main_teacher, t, a) for t in scale.temperatures for a in scale.alphas]
+            runs += [kd_run(n, seed, scale.main_teacher, t, a) for t in scale.temperatures for a in scale.label_weights]
     for seed in scale.anchor_seeds:  # 5: Hinton et al.'s regime
         runs += [kd_run(FULL_SIZE, seed, ANCHOR_TEACHER, epochs=scale.anchor_epochs, **ANCHOR_KD, **ANCHOR),
                  nokd_run(FULL_SIZE, seed, epochs=scale.anchor_epochs, **ANCHOR)]
@@ -317,7 +317,7 @@ def gap(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) 
 
 
 PLAIN = {"hidden": (300,), "batch_size": 32, "lr": 0.02}  # the students of sweeps 1-4
-DEFAULT_KD = {"temperature": KD_TEMPERATURE, "alpha": KD_ALPHA, "epochs": 0, **PLAIN}
+DEFAULT_KD = {"temperature": KD_TEMPERATURE, "label_weight": KD_LABEL_WEIGHT, "epochs": 0, **PLAIN}
 
 
 def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFrame:
@@ -429,11 +429,11 @@ def smoothing_vs_kd(data: dict[str, Any]) -> pd.DataFrame:
 
 
 def grid(data: dict[str, Any], train_size: int, statistic: str = "mean") -> pd.DataFrame:
-    """Sweep 4: accuracy (%) of the KD student for each (T, alpha), main teacher: the mean over
+    """Sweep 4: accuracy (%) of the KD student for each (T, label_weight), main teacher: the mean over
     seeds, or with ``statistic="std"`` their standard deviation."""
     frame = _select(student_frame(data), kind="kd", train_size=train_size,
                     teacher=data["provenance"]["scale"]["main_teacher"], epochs=0, **PLAIN)
-    return frame.pivot_table(index="temperature", columns="alpha", values="accuracy_pct", aggfunc=statistic)
+    return frame.pivot_table(index="temperature", columns="label_weight", values="accuracy_pct", aggfunc=statistic)
 
 
 HINTON_ERRORS = {"teacher": 67, "student": 146, "distilled": 74}  # Hinton et al. (2015), MNIST test errors
@@ -521,7 +521,7 @@ def plot_teacher_gains(tables: dict[int, pd.DataFrame]):
 
 
 def plot_grid(grids: dict[int, pd.DataFrame]):
-    """Heat maps of the KD student's accuracy over (T, alpha), one per training-set size."""
+    """Heat maps of the KD student's accuracy over (T, label_weight), one per training-set size."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(grids), figsize=(5 * len(grids), 3.8))
@@ -533,7 +533,7 @@ def plot_grid(grids: dict[int, pd.DataFrame]):
         for (i, j), value in np.ndenumerate(table.to_numpy()):  # dark text on the bright cells
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=10,
                     color="black" if value > middle else "white")
-        ax.set_xlabel("alpha (weight of the hard labels)")
+        ax.set_xlabel("label_weight (weight of the hard labels)")
         ax.set_ylabel("temperature T")
         ax.set_title(f"{n:,} labelled examples: accuracy (%)")
         fig.colorbar(image, ax=ax)
