@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kdlib.data import cache_dir
+from kdlib.errors import path_error
 from kdlib.results import atomic_write_bytes
 
 
@@ -35,7 +36,9 @@ def checkpoint_path(name: str, key: dict[str, Any]) -> Path:
 
 
 def save_checkpoint(path: Path, model: nn.Module, key: dict[str, Any], info: dict[str, Any]) -> None:
-    """Write the weights, key and info atomically, then the checksum file beside them."""
+    """Write the weights, key and info atomically, then the checksum file beside them. If the
+    cache cannot be written (read-only, full disk), warn and go on: the model is still in memory,
+    only the next run will have to train it again."""
     buffer = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "key": json.dumps(key, sort_keys=True, default=str),
                 "info": json.dumps(info)}, buffer)
@@ -44,8 +47,9 @@ def save_checkpoint(path: Path, model: nn.Module, key: dict[str, Any], info: dic
         atomic_write_bytes(path, data)
         atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
     except OSError as exc:
-        raise OSError(f"cannot write the model checkpoint {path} ({exc}); set KDLIB_CACHE to a writable "
-                      "directory") from exc
+        error = path_error("write", path, "a model checkpoint in the cache", exc,
+                           "Set KDLIB_CACHE to a writable folder to keep trained teachers between runs")
+        warnings.warn(f"{error}; going on without saving it", stacklevel=2)
 
 
 def load_checkpoint(path: Path, model: nn.Module, key: dict[str, Any]) -> dict[str, Any] | None:

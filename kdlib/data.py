@@ -28,12 +28,15 @@ import io
 import os
 import pickle
 import tarfile
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from kdlib.errors import path_error
 from kdlib.results import atomic_write_bytes
 
 MNIST_FILES: dict[str, str] = {
@@ -139,8 +142,14 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 
 def verify_checksum(path: Path, expected: str, algorithm: str = "md5") -> None:
-    """Raise :class:`DataError` unless ``path`` has the published checksum."""
-    actual = file_digest(path, algorithm)
+    """Raise :class:`DataError` unless ``path`` has the published checksum (and a
+    :class:`kdlib.errors.PathError` that names the data root if it cannot be read at all)."""
+    try:
+        actual = file_digest(path, algorithm)
+    except OSError as exc:
+        raise path_error("read", path, "a dataset file under the data root", exc,
+                         "Point KDLIB_DATA at a readable copy of the data (for this course's mirror: "
+                         "export KDLIB_DATA=../shared/data)") from exc
     if actual != expected:
         raise DataError(
             f"{path} is corrupt or truncated: its {algorithm} is {actual}, expected {expected}. "
@@ -288,19 +297,33 @@ def decode_cifar_jpeg_archive(archive: Path) -> dict[str, np.ndarray]:
 
 
 def load_cifar_jpeg_archive(archive: Path) -> dict[str, np.ndarray]:
-    """The mirror archive's arrays, decoded once and cached (atomically) in :func:`cache_dir`."""
+    """The mirror archive's arrays, decoded once and cached in :func:`cache_dir`.
+
+    The archive's SHA-256 is checked on every call (a fraction of a second), so the arrays always
+    come from a verified archive; the cache file is written atomically with its own SHA-256
+    beside it and is used only when that checksum matches; a damaged cache is decoded again. An
+    unwritable cache costs the decoding time on the next call, nothing else (a warning says so).
+    """
+    verify_checksum(archive, CIFAR10_JPEG_SHA256, "sha256")
     cached = cache_dir() / f"cifar10-jpeg-{CIFAR10_JPEG_SHA256[:12]}.npz"
-    if cached.exists():
-        try:
+    checksum = cached.with_suffix(".sha256")
+    try:
+        if cached.exists() and checksum.exists() and file_digest(cached, "sha256") == checksum.read_text().strip():
             with np.load(cached) as npz:
                 return {key: npz[key] for key in ("train_x", "train_y", "test_x", "test_y")}
-        except (OSError, ValueError, KeyError, EOFError):
-            cached.unlink()  # a damaged cache is rebuilt from the verified archive
-    verify_checksum(archive, CIFAR10_JPEG_SHA256, "sha256")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        pass  # unreadable or damaged: decode the archive again and replace the cache
     arrays = decode_cifar_jpeg_archive(archive)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write_bytes(cached, buffer.getvalue())
+    data = buffer.getvalue()
+    try:
+        atomic_write_bytes(cached, data)
+        atomic_write_bytes(checksum, hashlib.sha256(data).hexdigest().encode())
+    except OSError as exc:
+        error = path_error("write", cached, "the cache of decoded CIFAR-10 arrays", exc,
+                           "Set KDLIB_CACHE to a writable folder to skip the decoding next time")
+        warnings.warn(f"{error}; the arrays are kept in memory only", stacklevel=2)
     return arrays
 
 
@@ -325,7 +348,7 @@ def load_cifar10(root: Path | str | None = None, download: bool | None = None) -
         source = f"original CIFAR-10 (torchvision's python batches, md5-verified) from {batch_dir}"
     elif archive.exists():
         arrays = load_cifar_jpeg_archive(archive)
-        source = (f"the course mirror {archive.name} (sha256-verified): CIFAR-10 re-encoded as "
+        source = (f"the course mirror {archive.name} (sha256-verified on every load): CIFAR-10 re-encoded as "
                   "JPEG quality 75, not the original lossless pixels")
     else:
         raise missing_file_error("cifar-10-batches-py/ or cifar10-jpeg.tgz", archive, "CIFAR-10")

@@ -38,13 +38,32 @@ def check_logits(name: str, logits: Tensor) -> None:
                          "(a too-large learning rate often causes this)")
 
 
+TEMPERATURE_RANGE = (1e-4, 1e4)
+"""Temperatures kdlib accepts. Outside it the loss is not computable to useful accuracy even in
+double precision: far above, the softened distributions differ by less than rounding; far
+below, ``z / T`` overflows."""
+
+
 def check_temperature(temperature: float) -> float:
-    """A temperature must be a finite number greater than 0."""
+    """A temperature must be a number in :data:`TEMPERATURE_RANGE`."""
     t = float(temperature)
-    if not math.isfinite(t) or t <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r} "
+    low, high = TEMPERATURE_RANGE
+    if not low <= t <= high:  # also false for NaN
+        raise ValueError(f"temperature must be a number in [{low:g}, {high:g}], got {temperature!r} "
                          "(T = 1 is the ordinary softmax; T > 1 softens it)")
     return t
+
+
+def working_precision(logits: Tensor) -> torch.dtype:
+    """The losses are computed in float64 (MPS, which lacks it, in float32): the logits of a batch
+    are few, so this costs nothing measurable, and it keeps logits near float32's limit, float16
+    logits at small T and ``T**2 * KL`` at large T accurate."""
+    return torch.float32 if logits.device.type == "mps" else torch.float64
+
+
+def result_dtype(logits: Tensor) -> torch.dtype:
+    """Losses come back in the logits' dtype, but at least float32 (not bfloat16 or float16)."""
+    return torch.promote_types(logits.dtype, torch.float32)
 
 
 def check_label_weight(label_weight: float) -> float:
@@ -72,6 +91,9 @@ def check_targets(targets: Tensor, logits: Tensor) -> None:
     batch, classes = logits.shape
     if not isinstance(targets, Tensor):
         raise ValueError(f"targets must be a tensor, got {type(targets).__name__}")
+    if targets.is_floating_point() and targets.dim() == 1:
+        raise ValueError(f"hard targets must be int64 class indices, got {targets.dtype} "
+                         "(use labels.long(); soft targets are distributions of shape (batch, classes))")
     if targets.is_floating_point():
         if targets.shape != logits.shape:
             raise ValueError(f"soft targets must have the logits' shape {tuple(logits.shape)}, "
@@ -113,13 +135,14 @@ def softmax_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: floa
         check_targets(targets, logits)
         if len(logits) == 0:
             raise ValueError("the batch is empty: the mean loss of no examples is undefined")
-    log_probs = F.log_softmax(logits, dim=1)
+    log_probs = F.log_softmax(logits.to(working_precision(logits)), dim=1)
     if targets.is_floating_point():
-        return -(targets * log_probs).sum(dim=1).mean()
-    nll = -log_probs.gather(1, targets.unsqueeze(1)).mean()
-    if eps == 0.0:
-        return nll
-    return (1.0 - eps) * nll - eps * log_probs.mean(dim=1).mean()
+        loss = -(targets.to(log_probs.dtype) * log_probs).sum(dim=1).mean()
+    else:
+        loss = -log_probs.gather(1, targets.unsqueeze(1)).mean()
+        if eps != 0.0:
+            loss = (1.0 - eps) * loss - eps * log_probs.mean(dim=1).mean()
+    return loss.to(result_dtype(logits))
 
 
 def kd_divergence(student_logits: Tensor, teacher_logits: Tensor, temperature: float,
@@ -134,9 +157,11 @@ def kd_divergence(student_logits: Tensor, teacher_logits: Tensor, temperature: f
                              f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
         if len(student_logits) == 0:
             raise ValueError("the batch is empty: the mean divergence of no examples is undefined")
-    log_p_student = F.log_softmax(student_logits / t, dim=1)
-    log_p_teacher = F.log_softmax(teacher_logits / t, dim=1)
-    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1).mean()
+    work = working_precision(student_logits)
+    log_p_student = F.log_softmax(student_logits.to(work) / t, dim=1)
+    log_p_teacher = F.log_softmax(teacher_logits.to(work) / t, dim=1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1).mean()
+    return kl.to(result_dtype(student_logits))
 
 
 def distillation_loss(

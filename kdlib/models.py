@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -117,8 +118,11 @@ def cifar_resnet(blocks: list[int] | tuple[int, ...], block: str = "bottleneck",
         raise ValueError(f"block must be 'bottleneck' or 'basic', got {block!r}")
     if len(blocks) != 4 or any(b < 0 for b in blocks) or sum(blocks) == 0:
         raise ValueError(f"blocks must list 4 non-negative counts with at least one block, got {blocks!r}")
-    if stride < 1 or width <= 0:
-        raise ValueError(f"stride must be >= 1 and width > 0, got stride={stride!r}, width={width!r}")
+    if stride < 1 or not width > 0 or not math.isfinite(width):
+        raise ValueError(f"stride must be >= 1 and width a finite number > 0, got stride={stride!r}, "
+                         f"width={width!r}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
     kind = kinds[block]
     stem = max(8, round(64 * width))
     layers: list[nn.Module] = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)]

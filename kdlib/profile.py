@@ -27,5 +27,6 @@ def check_profile(name: str) -> str:
 
 
 def current_profile() -> str:
-    """The profile named by the ``KDLIB_PROFILE`` environment variable (default ``quick``)."""
-    return check_profile(os.environ.get("KDLIB_PROFILE", DEFAULT_PROFILE).strip().lower())
+    """The profile named by the ``KDLIB_PROFILE`` environment variable (default ``quick``; an
+    empty value counts as unset)."""
+    return check_profile(os.environ.get("KDLIB_PROFILE", "").strip().lower() or DEFAULT_PROFILE)

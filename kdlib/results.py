@@ -22,6 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kdlib.errors import check_writable_file, path_error
+
+OUT_FIX = "Pass a writable --out path (or out= argument), or free space on its disk"
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file + rename in the same directory)."""
@@ -107,9 +110,13 @@ class ResultFile:
     def __init__(self, path: Path | str | None, experiment: str, provenance: dict[str, Any]) -> None:
         """Open (resume) or start the file at ``path``; with ``path=None`` rows stay in memory."""
         self.path = Path(path) if path is not None else None
+        if self.path is not None:  # fail now, not after the first hour of training
+            check_writable_file(self.path, "the result file", OUT_FIX)
         if self.path is not None and self.path.exists():
             try:
                 self.data = json.loads(self.path.read_text())
+            except OSError as exc:
+                raise path_error("read", self.path, "the result file", exc, OUT_FIX) from exc
             except json.JSONDecodeError as exc:
                 raise ValueError(
                     f"{self.path} is not valid JSON ({exc}); move it away to start the run afresh"
@@ -177,10 +184,21 @@ class ResultFile:
             return
         from filelock import FileLock
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path) + ".lock", timeout=60):
-            self.merge_from_disk()
-            atomic_write_json(self.path, self.data)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(self.path) + ".lock", timeout=60):
+                self.merge_from_disk()
+                self.remove_orphans()
+                atomic_write_json(self.path, self.data)
+        except OSError as exc:
+            raise path_error("write", self.path, "the result file", exc,
+                             f"{OUT_FIX} (the rows finished so far are in memory: rerun to resume)") from exc
+
+    def remove_orphans(self) -> None:
+        """Delete temporary files that a killed writer left behind. Called under the lock, so no
+        other writer of this file is in the middle of writing one."""
+        for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            orphan.unlink(missing_ok=True)
 
 
 def load_results(path: Path | str) -> dict[str, Any]:

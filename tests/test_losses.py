@@ -99,10 +99,10 @@ def test_stable_for_extreme_logits() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(temperature=0.0), "temperature must be a finite number > 0"),
-        (dict(temperature=-1.0), "temperature must be a finite number > 0"),
-        (dict(temperature=float("nan")), "temperature must be a finite number > 0"),
-        (dict(temperature=float("inf")), "temperature must be a finite number > 0"),
+        (dict(temperature=0.0), r"temperature must be a number in \[0.0001, 10000\]"),
+        (dict(temperature=-1.0), r"temperature must be a number in \[0.0001, 10000\]"),
+        (dict(temperature=float("nan")), r"temperature must be a number in \[0.0001, 10000\]"),
+        (dict(temperature=float("inf")), r"temperature must be a number in \[0.0001, 10000\]"),
         (dict(label_weight=1.5), r"label_weight must be in \[0, 1\]"),
         (dict(label_weight=-0.1), r"label_weight must be in \[0, 1\]"),
         (dict(teacher=torch.zeros(4, 9)), "same shape"),

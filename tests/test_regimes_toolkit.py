@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
 
 from kdlib.augment import random_shift
 from kdlib.calibration import expected_calibration_error, log_loss, reliability_bins
-from kdlib.checkpoints import cached_model, checkpoint_path
 from kdlib.experiments import regimes
 from kdlib.experiments.mnist import balanced_subset
-from kdlib.models import mlp
 from kdlib.stats import paired_gap
 from kdlib.threads import threads_for
 
@@ -53,36 +50,6 @@ def test_paired_gap_matches_a_hand_computation() -> None:
         paired_gap([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="at least 2"):
         paired_gap([1.0], [2.0])
-
-
-def test_checkpoints_are_reused_and_damaged_ones_retrained(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
-    fits = []
-
-    def fit(model):
-        fits.append(1)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.fill_(0.5)
-        return {"wall": 1.0}
-
-    key = {"what": "toy", "lr": 0.1}
-    first, info = cached_model("toy", key, lambda: mlp([3], in_features=4), fit)
-    again, info2 = cached_model("toy", key, lambda: mlp([3], in_features=4), fit)
-    assert len(fits) == 1 and info2 == info == {"wall": 1.0}
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
-    path = checkpoint_path("toy", key)
-    data = bytearray(path.read_bytes())
-    data[-20] ^= 0xFF  # corrupt one byte
-    path.write_bytes(bytes(data))
-    with pytest.warns(UserWarning, match="checksum"):
-        cached_model("toy", key, lambda: mlp([3], in_features=4), fit)
-    assert len(fits) == 2
-    assert checkpoint_path("toy", {"what": "toy", "lr": 0.2}) != path  # another recipe, another file
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        cached_model("toy", key, lambda: mlp([3], in_features=4), fit)  # repaired: loads silently
-    assert len(fits) == 2
 
 
 def test_balanced_subset() -> None:

@@ -1,4 +1,8 @@
-"""Command-line runner: ``python -m kdlib.experiments {mnist,cifar10,regimes} --profile full``."""
+"""Command-line runner: ``python -m kdlib.experiments {mnist,cifar10,regimes} --profile full``.
+
+``python -m kdlib.experiments manifest`` records the sizes and checksums of the files under
+``results/`` in the package, for :func:`kdlib.experiments.published_file` to verify downloads.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ EXPERIMENTS = ("mnist", "cifar10", "regimes", "cifar10-precision")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdlib.experiments",
                                      description="Run (or resume) an experiment of the course.")
-    parser.add_argument("experiment", choices=EXPERIMENTS)
+    parser.add_argument("experiment", choices=(*EXPERIMENTS, "manifest"))
     parser.add_argument("--profile", choices=PROFILES, default=None,
                         help="scale (default: KDLIB_PROFILE, else quick)")
     parser.add_argument("--out", type=Path, default=None,
@@ -29,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-only", action="store_true",
                         help="train nothing; only add the CPU inference timings to the result file")
     args = parser.parse_args(argv)
+    if args.experiment == "manifest":
+        from kdlib.experiments import write_manifest
+
+        print(f"wrote {write_manifest()}")
+        return 0
     profile = args.profile or current_profile()
     stem = {"regimes": "mnist_regimes", "cifar10-precision": "cifar10_precision"}.get(args.experiment,
                                                                                    args.experiment)
