@@ -73,18 +73,20 @@ def test_kd_term_is_invariant_to_shifting_all_logits(logits) -> None:
     assert torch.allclose(kd_divergence(student + 7.5, teacher - 3.0, 2.0), base, atol=1e-12)
 
 
-def test_high_temperature_gradient_approaches_logit_matching() -> None:
-    """Hinton et al. (2015), sec. 2.1: d KL / d z_i -> (z_i - v_i) / (N T^2) per example."""
+def test_high_temperature_gradient_approaches_centred_logit_matching() -> None:
+    """Hinton et al. (2015), sec. 2.1: d KL / d z_i -> ((z_i - mean z) - (v_i - mean v)) / (L T^2);
+    the logits here are not centred, so the uncentred (z_i - v_i) / (L T^2) must NOT match."""
     g = torch.Generator().manual_seed(1)
-    z = torch.randn(1, 10, generator=g, dtype=torch.float64)
-    v = torch.randn(1, 10, generator=g, dtype=torch.float64)
-    z, v = z - z.mean(), v - v.mean()
+    z = torch.randn(1, 10, generator=g, dtype=torch.float64) + 2.0
+    v = torch.randn(1, 10, generator=g, dtype=torch.float64) - 1.0
     errors = []
     for temperature in (10.0, 100.0, 1000.0):
         zz = z.clone().requires_grad_(True)
         kd_divergence(zz, v, temperature).backward()
-        limit = (z - v) / (10 * temperature**2)
-        errors.append(((zz.grad - limit).abs().max() / limit.abs().max()).item())
+        centred = ((z - z.mean()) - (v - v.mean())) / (10 * temperature**2)
+        errors.append(((zz.grad - centred).abs().max() / centred.abs().max()).item())
+        uncentred = (z - v) / (10 * temperature**2)
+        assert ((zz.grad - uncentred).abs().max() / uncentred.abs().max()).item() > 0.5
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 1e-3
 
