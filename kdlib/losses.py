@@ -18,7 +18,6 @@ Every function checks its inputs and raises a ``ValueError`` that says what is w
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -29,6 +29,11 @@ BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 EpochCallback = Callable[[int, nn.Module], dict[str, float] | None]
 """Called after each epoch with the epoch number (1-based) and the model; what it returns is kept."""
 
+ExtraLoss = Callable[[Tensor, "Tensor | None", "Tensor | None"], Tensor]
+"""An extra term of the loss (an adversarial or a hint loss: :mod:`kdlib.adversarial`,
+:mod:`kdlib.features`), called at every step with the student's logits, the teacher's logits
+(``None`` without a teacher) and the batch's labels (``None`` without labels)."""
+
 DIVERGENCE_FACTOR = 10.0
 """An epoch whose mean loss exceeds the first epoch's by this factor triggers a divergence warning."""
 
@@ -150,6 +155,7 @@ def train(
     progress: bool = False,
     teacher: nn.Module | None = None,
     on_epoch: EpochCallback | None = None,
+    extra_loss: ExtraLoss | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on ``(inputs, labels)``, distilling from a teacher if one is given.
 
@@ -162,7 +168,7 @@ def train(
 
     With a teacher the loss is the distillation loss with ``config.temperature`` and
     ``config.label_weight``; ``labels`` may be ``None`` when ``label_weight == 0`` (the teacher
-    alone).
+    alone). ``extra_loss(logits, teacher_logits, labels)``, if given, is added at every step.
 
     The inputs of the loss are checked on the first step only (checks that read values force the
     CPU to wait for the device); after that, each epoch's mean loss is checked: a non-finite loss
@@ -220,6 +226,9 @@ def train(
             else:
                 loss = distillation_loss(logits, soft, None if labels is None else labels[idx],
                                          config.temperature, config.label_weight, check=first_step)
+            if extra_loss is not None:
+                loss = loss + extra_loss(logits, soft if distilling else None,
+                                         None if labels is None else labels[idx])
             first_step = False
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -14,7 +14,7 @@ from pathlib import Path
 from kdlib.experiments import RESULTS_DIR
 from kdlib.profile import PROFILES, current_profile
 
-EXPERIMENTS = ("mnist", "cifar10", "regimes", "cifar10-precision")
+EXPERIMENTS = ("mnist", "cifar10", "regimes", "cifar10-precision", "algorithms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from kdlib.experiments.cifar import run_precision_check
 
         data = run_precision_check(profile, out=out, command=command)
+    elif args.experiment == "algorithms":
+        from kdlib.experiments.algorithms import run_algorithms
+
+        data = run_algorithms(profile, out=out, command=command)
     elif args.experiment == "regimes":
         from kdlib.experiments.regimes import run_regimes
 

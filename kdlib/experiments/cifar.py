@@ -15,6 +15,7 @@ be a ResNet-18 (basic blocks [2, 2, 2, 2]), the standard small ResNet, distilled
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
 from kdlib.stats import PairedGap, paired_gap
 from kdlib.threads import set_threads
-from kdlib.train import TrainConfig, predict_logits, train
+from kdlib.train import ExtraLoss, TrainConfig, predict_logits, train
 
 TEACHER_BLOCKS = (3, 4, 6, 3)
 
@@ -212,6 +213,16 @@ def plain() -> ImageBatchTransform:
 def run_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Module, data: tuple[Tensor, ...],
                 device: torch.device, progress: bool) -> dict[str, Any]:
     """Train one student of Table 2 and return its result row."""
+    return train_student(row, seed, scale, teacher, data, device, progress)[1]
+
+
+def train_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Module, data: tuple[Tensor, ...],
+                  device: torch.device, progress: bool,
+                  attach: Callable[[nn.Module], tuple[nn.Module, ExtraLoss]] | None = None,
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """Train one student of ``row`` and return it with its result row. ``attach(student)``, if
+    given, returns the module to train (the student with extra parts, e.g. a hint regressor)
+    and an extra loss term (:func:`kdlib.train.train`'s ``extra_loss``)."""
     x_train, y_train, x_test, y_test = data
     epochs = scale.student_epochs
     if row.reduced:
@@ -219,13 +230,16 @@ def run_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Module,
         x_train, y_train = x_train[keep], y_train[keep]
         epochs = scale.reduced_epochs
     student = seeded(lambda: make_model(row.blocks, row.block, row.stride, scale.width, device), seed)
+    trained, extra = attach(student) if attach is not None else (student, None)
     config = train_config(scale, epochs, seed, kd=row.kd, device=device)
-    log = train(student, x_train, y_train, config, batch_transform=augmenting(), progress=progress,
-                teacher=teacher if row.kd else None)
-    return {"kind": "student", "name": row.name, "seed": seed, "row": asdict(row), "config": config.to_dict(),
-            "train_size": len(x_train), "accuracy": evaluate(student, x_test, y_test, scale.flip_test),
-            "accuracy_single_view": evaluate(student, x_test, y_test, flip=False),
-            "train_wall_s": log.wall_s, "samples_per_s": log.samples_per_s, "epoch_losses": log.epoch_losses}
+    log = train(trained, x_train, y_train, config, batch_transform=augmenting(), progress=progress,
+                teacher=teacher if row.kd else None, extra_loss=extra)
+    return student, {"kind": "student", "name": row.name, "seed": seed, "row": asdict(row),
+                     "config": config.to_dict(), "train_size": len(x_train),
+                     "accuracy": evaluate(student, x_test, y_test, scale.flip_test),
+                     "accuracy_single_view": evaluate(student, x_test, y_test, flip=False),
+                     "train_wall_s": log.wall_s, "samples_per_s": log.samples_per_s,
+                     "epoch_losses": log.epoch_losses}
 
 
 def measure_inference(scale: CifarScale, x_test: Tensor) -> dict[str, Any]:

@@ -1,0 +1,438 @@
+"""Chapter 8: the report's other algorithms, measured against plain KD on the same budget.
+
+Three experiments, each paired by seed (students of one seed share their initial weights, data
+order and augmentation, and differ only in the method):
+
+* ``quantized``: MNIST 784-300-10 students trained with quantization-aware training (QAT) at 8, 4
+  and 2 bits, with (``kd``) and without (``nokd``) the frozen full-precision teacher, next to
+  float students; the 8-bit students are converted into real int8 models and timed. On
+  CIFAR-10 the reduced-set students of the feature experiment are fine-tuned with 8-bit QAT
+  (with and without the teacher) and converted too.
+* ``adversarial``: MNIST students with labels only, with KD, and with KD plus a discriminator
+  (:mod:`kdlib.adversarial`), with 1,000 and with 60,000 labelled images, with training curves.
+* ``features``: CIFAR-10 students on the reduced set (500 images per class) with labels only,
+  with KD, and with KD plus a FitNets hint (:mod:`kdlib.features`).
+
+``python -m kdlib.experiments algorithms --profile full`` writes ``results/algorithms_full.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from kdlib.adversarial import AdversarialTerm
+from kdlib.bench import time_inference
+from kdlib.data import ImageDataset, load_cifar10, load_mnist
+from kdlib.experiments import cifar, published_file
+from kdlib.experiments.mnist import balanced_subset, prepare_inputs
+from kdlib.experiments.regimes import Teachers, epochs_for
+from kdlib.features import HintedStudent, HintTerm, feature_shape, tap_stage
+from kdlib.models import mlp, seeded
+from kdlib.profile import check_profile
+from kdlib.quantize import freeze, model_size_bytes, prepare_qat, to_int8
+from kdlib.results import ResultFile, new_provenance
+from kdlib.stats import PairedGap, paired_gap
+from kdlib.threads import set_threads
+from kdlib.train import TrainConfig, accuracy, predict_logits, train
+
+PARTS = ("quantized", "adversarial", "features")
+MNIST_TEACHER = "5 epochs"  # chapter 7's main teacher
+KD = {"temperature": 4.0, "label_weight": 0.5}  # chapter 7's distillation settings
+FLOAT_BITS = 32  # how float students are written in the ``bits`` column
+ADVERSARIAL_WEIGHT = 0.1
+# FitNets: the student's second stage is guided by the teacher stage of the same resolution
+STUDENT_BLOCKS, STUDENT_STRIDE, GUIDED_STAGE = (1, 1, 1, 1), 2, 1
+HINT_WEIGHT = 1.0
+REDUCED_ROW = cifar.CifarRow("Ideal on reduced train set", STUDENT_BLOCKS, stride=STUDENT_STRIDE, reduced=True)
+
+
+@dataclass(frozen=True)
+class AlgorithmsScale:
+    """What the experiments cover in a profile."""
+
+    mnist_train_size: int  # students of the quantization sweep (a class-balanced subset)
+    mnist_seeds: tuple[int, ...]
+    bits: tuple[int, ...]
+    adversarial_sizes: tuple[int, ...]
+    cifar: cifar.CifarScale  # the CIFAR-10 recipe (teacher and reduced-set students)
+    cifar_seeds: tuple[int, ...]
+    qat_epochs: int  # CIFAR-10: epochs of 8-bit QAT fine-tuning of a trained float student
+    timing_repeats: int = 50
+
+
+SCALES: dict[str, AlgorithmsScale] = {
+    "quick": AlgorithmsScale(
+        mnist_train_size=5_000, mnist_seeds=(0,), bits=(8, 2), adversarial_sizes=(1_000,),
+        cifar=cifar.CifarScale(width=0.125, teacher_epochs=2, student_epochs=1, reduced_epochs=3,
+                               train_size=2_000, test_size=1_000, reduced_per_class=50, seeds=(0,)),
+        cifar_seeds=(0,), qat_epochs=1, timing_repeats=10),
+    "full": AlgorithmsScale(
+        mnist_train_size=60_000, mnist_seeds=(0, 1, 2), bits=(8, 4, 2), adversarial_sizes=(1_000, 60_000),
+        cifar=cifar.CifarScale(width=0.125, teacher_epochs=8, student_epochs=1, reduced_epochs=20,
+                               train_size=None, test_size=None, reduced_per_class=500, seeds=(0, 1, 2),
+                               batch_size=128, lr=0.05, warmup_epochs=1, teacher_label_smoothing=0.1,
+                               flip_test=True),
+        cifar_seeds=(0, 1, 2), qat_epochs=3),
+}
+SCALES["paper"] = SCALES["full"]
+
+
+def mnist_config(train_size: int, seed: int, kd: bool) -> TrainConfig:
+    """Chapter 7's student recipe: SGD, cosine decay, about 1,500 steps."""
+    return TrainConfig(epochs=epochs_for(train_size, 32), batch_size=32, lr=0.02, lr_schedule="cosine", seed=seed,
+                       **(KD if kd else {}))
+
+
+def deployment_cost(model: nn.Module, inputs: Tensor, repeats: int, large_batch: int) -> dict[str, Any]:
+    """Size in bytes, latency at batch 1 and throughput at ``large_batch``, on one CPU thread."""
+    inputs = inputs.cpu()
+    latency = time_inference(model, inputs[:1], repeats=repeats, threads=1)
+    big = inputs[:large_batch]
+    per_batch = time_inference(model, big, repeats=max(5, repeats // 5), warmup=2, threads=1)
+    return {"size_bytes": model_size_bytes(model), "latency_s": latency.median_s,
+            "throughput_per_s": len(big) / per_batch.median_s}
+
+
+def int8_fields(qat_model: nn.Module, float_model: nn.Module, x_test: Tensor, y_test: Tensor, repeats: int,
+                large_batch: int, evaluate=accuracy) -> dict[str, Any]:
+    """Convert an 8-bit QAT model to int8 and measure it against its float twin (same
+    architecture, float weights): accuracy of the integer model, its agreement with the
+    fake-quantized model, and both models' size, latency and throughput."""
+    integer = to_int8(qat_model)
+    with torch.inference_mode():
+        fake = predict_logits(qat_model, x_test[:1000]).argmax(1)
+        real = predict_logits(integer, x_test[:1000]).argmax(1)
+    return {"accuracy_int8": evaluate(integer, x_test, y_test),
+            "int8_agreement_with_fake_quant": (fake == real).float().mean().item(),
+            "int8": deployment_cost(integer, x_test, repeats, large_batch),
+            "float": deployment_cost(float_model.eval(), x_test, repeats, large_batch)}
+
+
+# ------------------------------------------------------------------------------------------------
+# The runs
+
+
+def run_quantized_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teachers: Teachers,
+                        results: ResultFile, progress: bool) -> None:
+    """Float and QAT students, with and without the teacher, every bit width and seed."""
+    x_train, y_train, x_test, y_test = data
+    soft = teachers.train_logits(MNIST_TEACHER)
+    for seed in scale.mnist_seeds:
+        keep = balanced_subset(y_train, scale.mnist_train_size, seed)
+        for bits in (FLOAT_BITS, *scale.bits):
+            for method in ("kd", "nokd"):
+                row_id = f"mnist/quantized/{method}/bits{bits}/seed{seed}"
+                if results.has(row_id):
+                    continue
+                config = mnist_config(len(keep), seed, kd=method == "kd")
+                student = seeded(lambda: mlp([300]), seed)
+                if bits != FLOAT_BITS:
+                    student = prepare_qat(student, bits, x_train[:32])
+                log = train(student, x_train[keep], y_train[keep], config,
+                            teacher_logits=soft[keep] if method == "kd" else None)
+                if bits != FLOAT_BITS:
+                    freeze(student)
+                row = {"experiment": "quantized", "dataset": "MNIST", "method": method, "bits": bits, "seed": seed,
+                       "train_size": len(keep), "config": config.to_dict(),
+                       "accuracy": accuracy(student, x_test, y_test), "train_wall_s": log.wall_s}
+                if bits == 8:
+                    float_twin = seeded(lambda: mlp([300]), seed)
+                    row.update(int8_fields(student, float_twin, x_test, y_test, scale.timing_repeats, 1000))
+                report(progress, row_id, row)
+                results.put(row_id, row)
+
+
+def run_adversarial_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teachers: Teachers,
+                          results: ResultFile, progress: bool) -> None:
+    """Labels only, KD, and KD plus a discriminator, with a test-accuracy curve per epoch."""
+    x_train, y_train, x_test, y_test = data
+    soft = teachers.train_logits(MNIST_TEACHER)
+    for n in scale.adversarial_sizes:
+        for seed in scale.mnist_seeds:
+            keep = balanced_subset(y_train, n, seed)
+            for method in ("nokd", "kd", "adversarial"):
+                row_id = f"mnist/adversarial/{method}/n{n}/seed{seed}"
+                if results.has(row_id):
+                    continue
+                config = mnist_config(n, seed, kd=method != "nokd")
+                student = seeded(lambda: mlp([300]), seed)
+                term = AdversarialTerm(10, weight=ADVERSARIAL_WEIGHT, temperature=KD["temperature"], seed=seed) \
+                    if method == "adversarial" else None
+
+                def curve(epoch: int, model: nn.Module, term: AdversarialTerm | None = term) -> dict[str, float]:
+                    point = {"epoch": epoch, "test_accuracy": accuracy(model, x_test, y_test)}
+                    if term is not None:
+                        point["discriminator_accuracy"] = term.end_epoch()
+                    return point
+
+                log = train(student, x_train[keep], y_train[keep], config,
+                            teacher_logits=soft[keep] if method != "nokd" else None, on_epoch=curve,
+                            extra_loss=term)
+                row = {"experiment": "adversarial", "dataset": "MNIST", "method": method, "seed": seed,
+                       "train_size": n, "config": config.to_dict(), "accuracy": accuracy(student, x_test, y_test),
+                       "history": log.history, "train_wall_s": log.wall_s}
+                report(progress, row_id, row)
+                results.put(row_id, row)
+
+
+class FitNetsAttachment:
+    """The ``attach`` of :func:`kdlib.experiments.cifar.train_student` for a FitNets student: the
+    regressor from the student's guided stage to the teacher stage of the same resolution.
+    After training, :attr:`term` holds the hint term (call its ``remove()``)."""
+
+    def __init__(self, teacher: nn.Module, width: float) -> None:
+        self.teacher = teacher
+        self.guided = feature_shape(STUDENT_BLOCKS, GUIDED_STAGE, stride=STUDENT_STRIDE, width=width)
+        self.hint_stage = next(s for s in range(4)
+                               if feature_shape(cifar.TEACHER_BLOCKS, s, width=width)[1:] == self.guided[1:])
+        self.hint = feature_shape(cifar.TEACHER_BLOCKS, self.hint_stage, width=width)
+        self.term: HintTerm | None = None
+
+    def __call__(self, student: nn.Module) -> tuple[nn.Module, HintTerm]:
+        hinted = HintedStudent(student, self.guided[0], self.hint[0]).to(next(student.parameters()).device)
+        self.term = HintTerm(hinted, tap_stage(student, STUDENT_BLOCKS, GUIDED_STAGE),
+                             tap_stage(self.teacher, cifar.TEACHER_BLOCKS, self.hint_stage), weight=HINT_WEIGHT)
+        return hinted, self.term
+
+
+def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset, results: ResultFile,
+                    parts: tuple[str, ...], progress: bool) -> None:
+    """Reduced-set students: labels only, KD, KD + hints; then 8-bit QAT fine-tuning of the first
+    two (with and without the teacher) and their int8 models."""
+    device = torch.device("cpu")  # int8 kernels and the timings are CPU ones
+    set_threads("resnet")
+    data = cifar.subset(dataset, scale.cifar)
+    teacher = None
+    for seed in scale.cifar_seeds:
+        methods = [m for m in ("nokd", "kd", "fitnets") if "features" in parts or m != "fitnets"]
+        for method in methods:
+            row_id, qat_id = f"cifar/features/{method}/seed{seed}", f"cifar/quantized/{method}/bits8/seed{seed}"
+            wants_qat = "quantized" in parts and method != "fitnets" and not results.has(qat_id)
+            if results.has(row_id) and not wants_qat:
+                continue
+            if teacher is None:
+                teacher = cifar.load_or_train_teacher(profile, scale.cifar, data, dataset.source, results, device,
+                                                      progress)
+            row = replace(REDUCED_ROW, kd=method != "nokd")
+            attach = FitNetsAttachment(teacher, scale.cifar.width) if method == "fitnets" else None
+            student, result = cifar.train_student(row, seed, scale.cifar, teacher, data, device, progress, attach)
+            if attach is not None:
+                attach.term.remove()
+            result.update({"experiment": "features", "dataset": "CIFAR-10", "method": method,
+                           "bits": FLOAT_BITS})
+            if not results.has(row_id):
+                report(progress, row_id, result)
+                results.put(row_id, result)
+            if wants_qat:
+                qat = run_cifar_qat(student, row, seed, scale, teacher, data, progress)
+                report(progress, qat_id, qat)
+                results.put(qat_id, qat)
+
+
+def run_cifar_qat(student: nn.Module, row: cifar.CifarRow, seed: int, scale: AlgorithmsScale, teacher: nn.Module,
+                  data: tuple[Tensor, ...], progress: bool) -> dict[str, Any]:
+    """Fine-tune a trained float student with 8-bit QAT for ``scale.qat_epochs`` epochs (a tenth
+    of the learning rate, float32), then convert it to int8."""
+    x_train, y_train, x_test, y_test = data
+    keep = cifar.first_per_class(y_train, scale.cifar.reduced_per_class)
+    example = cifar.plain()(x_train[:8])
+    qat = prepare_qat(student, 8, example)
+    config = replace(cifar.train_config(scale.cifar, scale.qat_epochs, seed, kd=row.kd, device=torch.device("cpu")),
+                     lr=scale.cifar.lr / 10, warmup_epochs=0, mixed_precision=False)
+    log = train(qat, x_train[keep], y_train[keep], config, batch_transform=cifar.augmenting(), progress=progress,
+                teacher=teacher if row.kd else None)
+    freeze(qat)
+
+    def evaluate(model: nn.Module, images: Tensor, labels: Tensor) -> float:
+        return cifar.evaluate(model, images, labels, scale.cifar.flip_test)
+
+    images = cifar.plain()(x_test[:256])
+    fields = int8_fields(qat, student, images, y_test[:256], scale.timing_repeats, 256)
+    fields["accuracy_int8"] = evaluate(to_int8(qat), x_test, y_test)
+    return {"experiment": "quantized", "dataset": "CIFAR-10", "method": "kd" if row.kd else "nokd", "bits": 8,
+            "seed": seed, "train_size": len(keep), "config": config.to_dict(), "qat": "fine-tuned from float",
+            "accuracy": evaluate(qat, x_test, y_test), "train_wall_s": log.wall_s, **fields}
+
+
+def report(progress: bool, row_id: str, row: dict[str, Any]) -> None:
+    if progress:
+        print(f"{row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
+
+
+def run_algorithms(profile: str = "quick", out: Path | str | None = None, parts: tuple[str, ...] = PARTS,
+                   progress: bool = True, mnist: ImageDataset | None = None, cifar10: ImageDataset | None = None,
+                   command: str | None = None, scale: AlgorithmsScale | None = None) -> dict[str, Any]:
+    """Run (or resume) the experiments of chapter 8 named in ``parts``; returns the result data."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown part(s) {unknown}: choose from {PARTS}")
+    scale = scale if scale is not None else SCALES[check_profile(profile)]
+    started = time.perf_counter()
+    results = ResultFile(out, "algorithms", new_provenance(command, profile=profile, scale=asdict(scale),
+                                                           parts=list(parts), mnist_teacher=MNIST_TEACHER))
+    if "quantized" in parts or "adversarial" in parts:
+        results.data["provenance"]["environment"]["torch_threads"] = set_threads("mlp")
+        mnist = mnist if mnist is not None else load_mnist()
+        results.data["provenance"].setdefault("data_source", mnist.source)
+        data = prepare_inputs(mnist, None)
+        teachers = Teachers(*data, mnist.source, results)
+        if "quantized" in parts:
+            run_quantized_mnist(scale, data, teachers, results, progress)
+        if "adversarial" in parts:
+            run_adversarial_mnist(scale, data, teachers, results, progress)
+    if "quantized" in parts or "features" in parts:
+        cifar10 = cifar10 if cifar10 is not None else load_cifar10()
+        results.data["provenance"]["cifar_data_source"] = cifar10.source
+        run_cifar_parts(scale, profile, cifar10, results, parts, progress)
+    results.set("last_run_s", time.perf_counter() - started)
+    return results.data
+
+
+def load_published() -> dict[str, Any]:
+    """The committed full-profile result file ``results/algorithms_full.json``."""
+    import json
+
+    return json.loads(published_file("algorithms_full.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables and figures for the chapter
+
+
+def student_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """One line per student row, with accuracy in percent."""
+    rows = [row for row in data["rows"].values() if row.get("kind") != "teacher" and "experiment" in row]
+    frame = pd.DataFrame(rows)
+    frame["accuracy_pct"] = 100 * frame["accuracy"]
+    return frame
+
+
+def paired(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> PairedGap:
+    """Paired gap (percentage points) of ``treated`` minus ``baseline`` over their common seeds."""
+    def pick(conditions: dict[str, Any]) -> pd.Series:
+        mask = pd.Series(True, index=frame.index)
+        for key, value in conditions.items():
+            mask &= frame[key] == value
+        return frame[mask].set_index("seed").accuracy_pct
+
+    a, b = pick(treated), pick(baseline)
+    seeds = sorted(set(a.index) & set(b.index))
+    return paired_gap(a[seeds].tolist(), b[seeds].tolist())
+
+
+def quantization_table(data: dict[str, Any], dataset: str = "MNIST") -> pd.DataFrame:
+    """Accuracy (mean and sd over seeds) of KD and no-KD students at each bit width, and the
+    paired gain of KD at that width."""
+    frame = student_frame(data)
+    frame = frame[(frame.dataset == dataset) & frame.bits.notna()
+                  & ((frame.experiment == "quantized") | (frame.bits == FLOAT_BITS))]
+    lines = []
+    for bits in sorted(frame.bits.unique(), reverse=True):
+        at = frame[frame.bits == bits]
+        if set(at.method) < {"kd", "nokd"}:
+            continue
+        kd, nokd = at[at.method == "kd"].accuracy_pct, at[at.method == "nokd"].accuracy_pct
+        g = paired(at, {"method": "kd"}, {"method": "nokd"})
+        lines.append({"bits": "float" if bits == FLOAT_BITS else f"{int(bits)}",
+                      "no KD %": f"{nokd.mean():.2f} ± {nokd.std(ddof=1):.2f}" if len(nokd) > 1 else f"{nokd.mean():.2f}",
+                      "KD %": f"{kd.mean():.2f} ± {kd.std(ddof=1):.2f}" if len(kd) > 1 else f"{kd.mean():.2f}",
+                      "KD gain (points)": str(g) if g.n > 1 else f"{g.mean:+.2f}", "seeds": g.n,
+                      "gain": g.mean, "low": g.low, "high": g.high})
+    return pd.DataFrame(lines)
+
+
+def int8_table(data: dict[str, Any]) -> pd.DataFrame:
+    """The int8 models against their float twins: size, latency, throughput (means over rows)
+    and accuracy of the integer model against the fake-quantized one."""
+    frame = student_frame(data)
+    frame = frame[frame.bits == 8].dropna(subset=["accuracy_int8"])
+    lines = []
+    for dataset, rows in frame.groupby("dataset", sort=False):
+        int8, flt = pd.DataFrame(list(rows.int8)), pd.DataFrame(list(rows.float))
+        lines.append({"dataset": dataset, "models": len(rows),
+                      "size int8 / float": (int8.size_bytes / flt.size_bytes).mean(),
+                      "latency speed-up": (flt.latency_s / int8.latency_s).mean(),
+                      "throughput speed-up": (int8.throughput_per_s / flt.throughput_per_s).mean(),
+                      "int8 acc %": 100 * rows.accuracy_int8.mean(),
+                      "fake-quant acc %": rows.accuracy_pct.mean(),
+                      "same prediction %": 100 * rows.int8_agreement_with_fake_quant.mean()})
+    return pd.DataFrame(lines)
+
+
+def method_table(data: dict[str, Any], experiment: str, train_size: int | None = None) -> pd.DataFrame:
+    """Mean and sd of each method's accuracy, and paired gaps against plain KD and labels only."""
+    frame = student_frame(data)
+    frame = frame[(frame.experiment == experiment) & (frame.bits.isna() | (frame.bits == FLOAT_BITS))]
+    if train_size is not None:
+        frame = frame[frame.train_size == train_size]
+    lines = []
+    for method in ("nokd", "kd", "adversarial", "fitnets"):
+        at = frame[frame.method == method].accuracy_pct
+        if at.empty:
+            continue
+        line = {"method": method, "accuracy %": f"{at.mean():.2f} ± {at.std(ddof=1):.2f}", "seeds": len(at)}
+        for base in ("nokd", "kd"):
+            if method != base and (frame.method == base).any():
+                line[f"vs {base} (points)"] = str(paired(frame, {"method": method}, {"method": base}))
+        lines.append(line)
+    return pd.DataFrame(lines).fillna("")
+
+
+def adversarial_curves(data: dict[str, Any], train_size: int) -> pd.DataFrame:
+    """Per epoch: mean test accuracy of each method and the discriminator's accuracy (seeds averaged)."""
+    frame = student_frame(data)
+    frame = frame[(frame.experiment == "adversarial") & (frame.train_size == train_size)]
+    points = [{"method": row.method, "seed": row.seed, **point} for row in frame.itertuples() for point in row.history]
+    return pd.DataFrame(points).groupby(["method", "epoch"]).mean(numeric_only=True).reset_index()
+
+
+def plot_quantization(data: dict[str, Any]):
+    """MNIST test accuracy against bit width, KD and no KD, mean and sd over seeds."""
+    import matplotlib.pyplot as plt
+
+    frame = student_frame(data)
+    frame = frame[(frame.dataset == "MNIST") & (frame.experiment == "quantized")]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    order = sorted(frame.bits.unique())
+    positions = {b: i for i, b in enumerate(order)}
+    for method, label, marker in (("kd", "KD (teacher in float)", "o"), ("nokd", "no KD (labels only)", "s")):
+        stats = frame[frame.method == method].groupby("bits").accuracy_pct.agg(["mean", "std"]).fillna(0)
+        ax.errorbar([positions[b] for b in stats.index], stats["mean"], yerr=stats["std"], fmt=marker + "-",
+                    capsize=3, label=label)
+    ax.set_xticks(range(len(order)), ["float" if b == FLOAT_BITS else f"{int(b)} bits" for b in order])
+    ax.set_xlabel("precision of the student's weights and activations")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Quantization-aware training of a 784-300-10 student")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_adversarial(curves: pd.DataFrame):
+    """Test accuracy per epoch of each method, and the discriminator's accuracy."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = {"nokd": "no KD", "kd": "KD", "adversarial": "KD + discriminator"}
+    for method, rows in curves.groupby("method", sort=False):
+        left.plot(rows.epoch, 100 * rows.test_accuracy, label=names.get(method, method))
+    left.set_xlabel("epoch")
+    left.set_ylabel("test accuracy (%)")
+    left.set_title("Students")
+    left.legend()
+    adv = curves[curves.method == "adversarial"]
+    right.plot(adv.epoch, 100 * adv.discriminator_accuracy, color="black")
+    right.axhline(50, color="gray", ls="--", label="chance")
+    right.set_xlabel("epoch")
+    right.set_ylabel("discriminator accuracy (%)")
+    right.set_title("Can it tell student from teacher?")
+    right.legend()
+    fig.tight_layout()
+    return fig

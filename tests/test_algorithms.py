@@ -1,0 +1,181 @@
+"""Chapter 8's methods: fake quantization and its straight-through gradient, integer models,
+the adversarial term, FitNets hints, and a tiny end-to-end run of the experiment."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from test_cifar_experiment import fake_cifar
+from test_regimes_toolkit import fake_mnist
+from torch import nn
+
+from kdlib.adversarial import AdversarialTerm
+from kdlib.experiments import algorithms, cifar, regimes
+from kdlib.features import FeatureTap, HintedStudent, HintTerm, feature_shape, stage_ends, tap_stage
+from kdlib.models import cifar_resnet, mlp
+from kdlib.quantize import check_bits, fake_quantize, freeze, level_range, model_size_bytes, prepare_qat, to_int8
+from kdlib.train import TrainConfig, accuracy, train
+
+
+def separable(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 1, 4, 4, generator=g) * 0.3
+    x[:, 0, 0, 0] += 2.0 * (y == 1)
+    x[:, 0, 1, 1] += 2.0 * (y == 2)
+    return x, y
+
+
+# --- quantization ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_fake_quantize_levels_range_and_torch_agreement(bits: int) -> None:
+    scale = 0.05
+    x = torch.linspace(-1.5, 1.5, 20001) * 2 ** (bits - 1) * scale  # beyond the range on both sides
+    y = fake_quantize(x, bits, scale)
+    q_min, q_max = level_range(bits, signed=True)
+    assert len(torch.unique(y)) == 2**bits  # every level is reached, no more
+    assert y.min().item() == pytest.approx(q_min * scale) and y.max().item() == pytest.approx(q_max * scale)
+    assert torch.equal(y, torch.fake_quantize_per_tensor_affine(x, scale, 0, q_min, q_max))
+
+
+def test_straight_through_gradient_is_one_inside_the_range_and_zero_outside() -> None:
+    # 4 bits: levels -8..7; x / 0.05 rounds inside them for x in about [-0.425, 0.375]
+    x = torch.tensor([-1.0, -0.43, -0.39, 0.0, 0.123, 0.36, 0.38, 1.0], requires_grad=True)
+    fake_quantize(x, bits=4, scale=0.05).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    reference = x.detach().clone().requires_grad_(True)
+    torch.fake_quantize_per_tensor_affine(reference, 0.05, 0, -8, 7).sum().backward()
+    assert torch.equal(x.grad, reference.grad)
+
+
+def test_unsupported_bits_and_models_are_refused_with_what_is_supported() -> None:
+    for bad in (1, 9, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
+            check_bits(bad)  # type: ignore[arg-type]
+
+    class Untraceable(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x  # data-dependent control flow
+
+    with pytest.raises(ValueError, match="cannot quantize Untraceable"):
+        prepare_qat(Untraceable(), 8, torch.randn(2, 3))
+    four_bit = prepare_qat(mlp([8], in_features=16, num_classes=3), 4, torch.randn(2, 1, 4, 4))
+    with pytest.raises(ValueError, match="only 8-bit QAT models can become integer models"):
+        to_int8(four_bit)
+
+
+def test_the_integer_model_agrees_with_its_fake_quantized_twin() -> None:
+    x, y = separable()
+    qat = prepare_qat(mlp([32], in_features=16, num_classes=3), 8, x[:8])
+    train(qat, x, y, TrainConfig(epochs=10, lr=0.05, momentum=0.0))
+    freeze(qat)
+    integer = to_int8(qat)
+    assert accuracy(qat, x, y) > 0.95
+    with torch.no_grad():
+        agree = (qat(x).argmax(1) == integer(x).argmax(1)).float().mean().item()
+    assert agree > 0.98
+    # int8 weights take a quarter of float32's bytes (plus scales and zero points)
+    wide = prepare_qat(mlp([300]), 8, torch.randn(8, 1, 28, 28))
+    wide(torch.randn(8, 1, 28, 28))  # the observers see one batch
+    assert model_size_bytes(to_int8(wide)) < 0.3 * model_size_bytes(mlp([300]))
+
+
+# --- adversarial distillation ------------------------------------------------------------------
+
+def test_the_adversarial_term_trains_the_student_and_never_the_teacher() -> None:
+    x, y = separable(256)
+    teacher = mlp([16], in_features=16, num_classes=3)
+    before = [p.detach().clone() for p in teacher.parameters()]
+    student = mlp([8], in_features=16, num_classes=3)
+    start = [p.detach().clone() for p in student.parameters()]
+    term = AdversarialTerm(3, weight=1.0, seed=0)
+    train(student, x, y, TrainConfig(epochs=2, label_weight=0.5, temperature=2.0), teacher=teacher,
+          extra_loss=term)
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(start, student.parameters()))
+    assert 0.0 <= term.end_epoch() <= 1.0
+    with pytest.raises(ValueError, match="needs a teacher and labels"):
+        term(torch.zeros(2, 3), None, torch.tensor([0, 1]))
+
+
+def test_the_discriminator_learns_to_tell_different_distributions_apart() -> None:
+    term = AdversarialTerm(3, weight=1.0, temperature=1.0, lr=1e-2, seed=0)
+    labels = torch.arange(64) % 3
+    teacher = torch.nn.functional.one_hot(labels, 3).float() * 8  # confident and right
+    student = torch.zeros(64, 3, requires_grad=True)  # uniform
+    for _ in range(100):
+        term(student, teacher, labels)
+    term.end_epoch()
+    assert term.discriminator((teacher / 1.0).softmax(1), labels).min() > 0
+    assert term.discriminator(student.softmax(1), labels).max() < 0
+
+
+# --- FitNets hints ---------------------------------------------------------------------------
+
+CONFIGS = [*{(row.blocks, row.block, row.stride) for row in cifar.TABLE2}, ((3, 4, 6, 3), "bottleneck", 1),
+           ((0, 2, 0, 1), "basic", 2), ((1, 0, 0, 0), "bottleneck", 4)]
+
+
+@pytest.mark.parametrize(("blocks", "block", "stride"), CONFIGS)
+def test_every_stage_output_has_the_predicted_shape(blocks, block, stride) -> None:
+    model = cifar_resnet(blocks, block=block, stride=stride, width=0.125).eval()
+    taps = {stage: tap_stage(model, blocks, stage) for stage in stage_ends(blocks)}
+    assert set(taps) == {s for s, count in enumerate(blocks) if count}  # zero-block stages have no output
+    with torch.no_grad():
+        model(torch.zeros(2, 3, 32, 32))
+    for stage, tap in taps.items():
+        assert tuple(tap.output.shape) == (2, *feature_shape(blocks, stage, block, stride, width=0.125))
+    missing = next((s for s, count in enumerate(blocks) if count == 0), None)
+    if missing is not None:
+        with pytest.raises(ValueError, match=f"stage {missing} has no blocks"):
+            tap_stage(model, blocks, missing)
+
+
+def test_the_hint_loss_trains_student_and_regressor_but_not_the_teacher() -> None:
+    teacher = cifar_resnet((1, 1, 1, 1), width=0.125).eval()
+    student = cifar_resnet((1, 1, 0, 0), stride=2, width=0.125)
+    guided, hint = feature_shape((1, 1, 0, 0), 1, stride=2, width=0.125), feature_shape((1, 1, 1, 1), 2, width=0.125)
+    hinted = HintedStudent(student, guided[0], hint[0])
+    term = HintTerm(hinted, tap_stage(student, (1, 1, 0, 0), 1), tap_stage(teacher, (1, 1, 1, 1), 2))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.inference_mode():
+        teacher(x)
+    hinted(x)
+    term(torch.zeros(4, 10), None, None).backward()
+    assert hinted.regressor.weight.grad is not None and student[0].weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+    term.remove()
+    assert isinstance(term.student_tap, FeatureTap) and term.student_tap.output is None
+
+
+# --- the experiment, end to end ------------------------------------------------------------------
+
+def test_tiny_algorithms_run_fills_every_table_and_resumes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("kdlib.experiments.regimes.STEPS_TARGET", 20)
+    # a one-epoch teacher stands in for the 5-epoch one
+    monkeypatch.setitem(regimes.TEACHERS, "5 epochs", dataclasses.replace(regimes.TEACHERS["report (1 epoch)"],
+                                                                          name="5 epochs"))
+    tiny_cifar = dataclasses.replace(cifar.SCALES["quick"], width=0.0625, teacher_epochs=1, reduced_epochs=1,
+                                     train_size=100, test_size=50, reduced_per_class=5, batch_size=32)
+    tiny = dataclasses.replace(algorithms.SCALES["quick"], mnist_train_size=200, mnist_seeds=(0, 1), bits=(8, 2),
+                               adversarial_sizes=(100,), cifar=tiny_cifar, cifar_seeds=(0, 1), qat_epochs=1,
+                               timing_repeats=3)
+    out = tmp_path / "algorithms.json"
+    data = algorithms.run_algorithms("quick", out=out, mnist=fake_mnist(), cifar10=fake_cifar(), scale=tiny,
+                                     progress=False)
+    table = algorithms.quantization_table(data)
+    assert list(table.bits) == ["float", "8", "2"] and (table.seeds == 2).all()
+    assert set(algorithms.int8_table(data).dataset) == {"MNIST", "CIFAR-10"}
+    assert set(algorithms.method_table(data, "adversarial", 100).method) == {"nokd", "kd", "adversarial"}
+    assert set(algorithms.method_table(data, "features").method) == {"nokd", "kd", "fitnets"}
+    curves = algorithms.adversarial_curves(data, 100)
+    assert curves.discriminator_accuracy.notna().any()
+    rows = dict(data["rows"])
+    again = algorithms.run_algorithms("quick", out=out, mnist=fake_mnist(), cifar10=fake_cifar(), scale=tiny,
+                                      progress=False)
+    assert all(again["rows"][k]["train_wall_s"] == v["train_wall_s"] for k, v in rows.items())  # nothing rerun
