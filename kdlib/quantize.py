@@ -14,8 +14,9 @@ distillation).
 :func:`fake_quantize` is the textbook formula, written out for reading and testing. Training
 uses PyTorch's own tooling (``torch.ao.quantization``, FX graph mode): :func:`prepare_qat`
 inserts fake quantizers for the weights (per output channel, symmetric) and the activations (per
-tensor, affine) at ``bits`` bits; :func:`to_int8` converts an 8-bit QAT model into a real
-integer model that runs on the x86 backend's int8 kernels (VNNI where the CPU has it).
+tensor, affine) at ``bits`` bits, except the classifier, which stays at 8 bits;
+:func:`to_int8` converts an 8-bit QAT model into a real integer model that runs on the x86
+backend's int8 kernels (VNNI where the CPU has it).
 """
 
 from __future__ import annotations
@@ -88,11 +89,14 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def qconfig_mapping(bits: int):
+def qconfig_mapping(bits: int, output_layer: str | None = None):
     """Fake quantizers for ``bits`` bits. 8 bits: PyTorch's default x86 QAT configuration (the
     one whose models convert to int8 kernels; it keeps activations to 7 bits, ``reduce_range``,
     to avoid overflow in the int8 kernels). Fewer bits: weights symmetric per output channel on
-    ``[-2**(b-1), 2**(b-1) - 1]``, activations affine per tensor on ``[0, 2**b - 1]``."""
+    ``[-2**(b-1), 2**(b-1) - 1]``, activations affine per tensor on ``[0, 2**b - 1]``; the
+    module named ``output_layer`` (the classifier) keeps the 8-bit configuration, since ``b``-bit
+    logits would put ten class scores on ``2**b`` values (a common choice: Mishra and Marr 2018
+    keep the last layer at higher precision too)."""
     from torch.ao.quantization import (FakeQuantize, MovingAverageMinMaxObserver,
                                        MovingAveragePerChannelMinMaxObserver, QConfig, QConfigMapping,
                                        get_default_qat_qconfig_mapping)
@@ -106,20 +110,26 @@ def qconfig_mapping(bits: int):
                                         dtype=torch.quint8, qscheme=torch.per_tensor_affine)
     weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=w_min,
                                     quant_max=w_max, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-    return QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
+    mapping = QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
+    if output_layer is not None:
+        mapping.set_module_name(output_layer, get_default_qat_qconfig_mapping("x86").global_qconfig)
+    return mapping
 
 
 def prepare_qat(model: nn.Module, bits: int, example: Tensor) -> nn.Module:
     """A copy of ``model`` with fake quantizers at ``bits`` bits, ready for training with
     :func:`kdlib.train.train` (batch norm folded into the convolutions, as the int8 model will
-    have it). ``example``: one input batch, used to trace the model."""
+    have it); its last linear layer (the classifier) stays at 8 bits (:func:`qconfig_mapping`).
+    ``example``: one input batch, used to trace the model."""
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
     check_bits(bits)
     model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).train()
+    linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     try:
         with _quiet():
-            prepared = prepare_qat_fx(model, qconfig_mapping(bits), example_inputs=(example.cpu(),))
+            mapping = qconfig_mapping(bits, output_layer=linear[-1] if linear else None)
+            prepared = prepare_qat_fx(model, mapping, example_inputs=(example.cpu(),))
     except Exception as exc:  # tracing failures come in many types
         raise ValueError(f"cannot quantize {type(model).__name__}: torch.fx could not trace it ({exc}); "
                          "kdlib quantizes the course's mlp and cifar_resnet networks") from exc

@@ -12,7 +12,7 @@ from test_regimes_toolkit import fake_mnist
 from torch import nn
 
 from kdlib.adversarial import AdversarialTerm
-from kdlib.experiments import algorithms, cifar, regimes
+from kdlib.experiments import algorithms, cifar
 from kdlib.features import FeatureTap, HintedStudent, HintTerm, feature_shape, stage_ends, tap_stage
 from kdlib.models import cifar_resnet, mlp
 from kdlib.quantize import check_bits, fake_quantize, freeze, level_range, model_size_bytes, prepare_qat, to_int8
@@ -157,9 +157,6 @@ def test_the_hint_loss_trains_student_and_regressor_but_not_the_teacher() -> Non
 def test_tiny_algorithms_run_fills_every_table_and_resumes(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("kdlib.experiments.regimes.STEPS_TARGET", 20)
-    # a one-epoch teacher stands in for the 5-epoch one
-    monkeypatch.setitem(regimes.TEACHERS, "5 epochs", dataclasses.replace(regimes.TEACHERS["report (1 epoch)"],
-                                                                          name="5 epochs"))
     tiny_cifar = dataclasses.replace(cifar.SCALES["quick"], width=0.0625, teacher_epochs=1, reduced_epochs=1,
                                      train_size=100, test_size=50, reduced_per_class=5, batch_size=32)
     tiny = dataclasses.replace(algorithms.SCALES["quick"], mnist_train_size=200, mnist_seeds=(0, 1), bits=(8, 2),
@@ -179,3 +176,14 @@ def test_tiny_algorithms_run_fills_every_table_and_resumes(tmp_path, monkeypatch
     again = algorithms.run_algorithms("quick", out=out, mnist=fake_mnist(), cifar10=fake_cifar(), scale=tiny,
                                       progress=False)
     assert all(again["rows"][k]["train_wall_s"] == v["train_wall_s"] for k, v in rows.items())  # nothing rerun
+
+
+def test_chapter_8_checkers_accept_the_reference_and_reject_typical_mistakes() -> None:
+    from kdlib.checks import check_fake_quantized, check_int8_size, int8_mlp_size_bytes
+
+    assert check_fake_quantized(0.35)
+    assert not check_fake_quantized(0.5) and "clamp" in repr(check_fake_quantized(0.5))  # forgot the clamp
+    weights = 784 * 300 + 300 * 10
+    assert check_int8_size(int8_mlp_size_bytes())
+    assert check_int8_size(weights)  # one byte per weight: close enough
+    assert not check_int8_size(4 * weights) and "float32" in repr(check_int8_size(4 * weights))

@@ -3,15 +3,14 @@
 Three experiments, each paired by seed (students of one seed share their initial weights, data
 order and augmentation, and differ only in the method):
 
-* ``quantized``: MNIST 784-300-10 students trained with quantization-aware training (QAT) at 8, 4
+* ``mnist-quantized``: MNIST 784-300-10 students trained with quantization-aware training (QAT) at 8, 4
   and 2 bits, with (``kd``) and without (``nokd``) the frozen full-precision teacher, next to
-  float students; the 8-bit students are converted into real int8 models and timed. On
-  CIFAR-10 the reduced-set students of the feature experiment are fine-tuned with 8-bit QAT
-  (with and without the teacher) and converted too.
-* ``adversarial``: MNIST students with labels only, with KD, and with KD plus a discriminator
+  float students; the 8-bit students are converted into real int8 models and timed.
+* ``mnist-adversarial``: MNIST students with labels only, with KD, and with KD plus a discriminator
   (:mod:`kdlib.adversarial`), with 1,000 and with 60,000 labelled images, with training curves.
-* ``features``: CIFAR-10 students on the reduced set (500 images per class) with labels only,
-  with KD, and with KD plus a FitNets hint (:mod:`kdlib.features`).
+* ``cifar``: CIFAR-10 students on the reduced set (500 images per class) with labels only,
+  with KD, and with KD plus a FitNets hint (:mod:`kdlib.features`); the first two are then
+  fine-tuned with 8-bit QAT (with and without the teacher) and converted to int8 too.
 
 ``python -m kdlib.experiments algorithms --profile full`` writes ``results/algorithms_full.json``.
 """
@@ -42,8 +41,7 @@ from kdlib.stats import PairedGap, paired_gap
 from kdlib.threads import set_threads
 from kdlib.train import TrainConfig, accuracy, predict_logits, train
 
-PARTS = ("quantized", "adversarial", "features")
-MNIST_TEACHER = "5 epochs"  # chapter 7's main teacher
+PARTS = ("mnist-quantized", "mnist-adversarial", "cifar")
 KD = {"temperature": 4.0, "label_weight": 0.5}  # chapter 7's distillation settings
 FLOAT_BITS = 32  # how float students are written in the ``bits`` column
 ADVERSARIAL_WEIGHT = 0.1
@@ -57,6 +55,7 @@ REDUCED_ROW = cifar.CifarRow("Ideal on reduced train set", STUDENT_BLOCKS, strid
 class AlgorithmsScale:
     """What the experiments cover in a profile."""
 
+    mnist_teacher: str  # a teacher of chapter 7 (kdlib.experiments.regimes.TEACHERS)
     mnist_train_size: int  # students of the quantization sweep (a class-balanced subset)
     mnist_seeds: tuple[int, ...]
     bits: tuple[int, ...]
@@ -69,12 +68,12 @@ class AlgorithmsScale:
 
 SCALES: dict[str, AlgorithmsScale] = {
     "quick": AlgorithmsScale(
-        mnist_train_size=5_000, mnist_seeds=(0,), bits=(8, 2), adversarial_sizes=(1_000,),
+        mnist_teacher="report (1 epoch)", mnist_train_size=5_000, mnist_seeds=(0,), bits=(8, 2), adversarial_sizes=(1_000,),
         cifar=cifar.CifarScale(width=0.125, teacher_epochs=2, student_epochs=1, reduced_epochs=3,
                                train_size=2_000, test_size=1_000, reduced_per_class=50, seeds=(0,)),
         cifar_seeds=(0,), qat_epochs=1, timing_repeats=10),
     "full": AlgorithmsScale(
-        mnist_train_size=60_000, mnist_seeds=(0, 1, 2), bits=(8, 4, 2), adversarial_sizes=(1_000, 60_000),
+        mnist_teacher="5 epochs", mnist_train_size=60_000, mnist_seeds=(0, 1, 2), bits=(8, 4, 2), adversarial_sizes=(1_000, 60_000),
         cifar=cifar.CifarScale(width=0.125, teacher_epochs=8, student_epochs=1, reduced_epochs=20,
                                train_size=None, test_size=None, reduced_per_class=500, seeds=(0, 1, 2),
                                batch_size=128, lr=0.05, warmup_epochs=1, teacher_label_smoothing=0.1,
@@ -123,7 +122,7 @@ def run_quantized_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teache
                         results: ResultFile, progress: bool) -> None:
     """Float and QAT students, with and without the teacher, every bit width and seed."""
     x_train, y_train, x_test, y_test = data
-    soft = teachers.train_logits(MNIST_TEACHER)
+    soft = teachers.train_logits(scale.mnist_teacher)
     for seed in scale.mnist_seeds:
         keep = balanced_subset(y_train, scale.mnist_train_size, seed)
         for bits in (FLOAT_BITS, *scale.bits):
@@ -153,7 +152,7 @@ def run_adversarial_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teac
                           results: ResultFile, progress: bool) -> None:
     """Labels only, KD, and KD plus a discriminator, with a test-accuracy curve per epoch."""
     x_train, y_train, x_test, y_test = data
-    soft = teachers.train_logits(MNIST_TEACHER)
+    soft = teachers.train_logits(scale.mnist_teacher)
     for n in scale.adversarial_sizes:
         for seed in scale.mnist_seeds:
             keep = balanced_subset(y_train, n, seed)
@@ -203,7 +202,7 @@ class FitNetsAttachment:
 
 
 def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset, results: ResultFile,
-                    parts: tuple[str, ...], progress: bool) -> None:
+                    progress: bool) -> None:
     """Reduced-set students: labels only, KD, KD + hints; then 8-bit QAT fine-tuning of the first
     two (with and without the teacher) and their int8 models."""
     device = torch.device("cpu")  # int8 kernels and the timings are CPU ones
@@ -211,10 +210,9 @@ def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset,
     data = cifar.subset(dataset, scale.cifar)
     teacher = None
     for seed in scale.cifar_seeds:
-        methods = [m for m in ("nokd", "kd", "fitnets") if "features" in parts or m != "fitnets"]
-        for method in methods:
+        for method in ("nokd", "kd", "fitnets"):
             row_id, qat_id = f"cifar/features/{method}/seed{seed}", f"cifar/quantized/{method}/bits8/seed{seed}"
-            wants_qat = "quantized" in parts and method != "fitnets" and not results.has(qat_id)
+            wants_qat = method != "fitnets" and not results.has(qat_id)
             if results.has(row_id) and not wants_qat:
                 continue
             if teacher is None:
@@ -269,28 +267,30 @@ def report(progress: bool, row_id: str, row: dict[str, Any]) -> None:
 def run_algorithms(profile: str = "quick", out: Path | str | None = None, parts: tuple[str, ...] = PARTS,
                    progress: bool = True, mnist: ImageDataset | None = None, cifar10: ImageDataset | None = None,
                    command: str | None = None, scale: AlgorithmsScale | None = None) -> dict[str, Any]:
-    """Run (or resume) the experiments of chapter 8 named in ``parts``; returns the result data."""
+    """Run (or resume) the experiments of chapter 8 named in ``parts`` (``"mnist-quantized"``,
+    ``"mnist-adversarial"``, ``"cifar"``: the FitNets comparison and 8-bit QAT of its students);
+    returns the result data. ``scale`` replaces the profile's with one of your own."""
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown part(s) {unknown}: choose from {PARTS}")
     scale = scale if scale is not None else SCALES[check_profile(profile)]
     started = time.perf_counter()
     results = ResultFile(out, "algorithms", new_provenance(command, profile=profile, scale=asdict(scale),
-                                                           parts=list(parts), mnist_teacher=MNIST_TEACHER))
-    if "quantized" in parts or "adversarial" in parts:
+                                                           parts=list(parts)))
+    if "mnist-quantized" in parts or "mnist-adversarial" in parts:
         results.data["provenance"]["environment"]["torch_threads"] = set_threads("mlp")
         mnist = mnist if mnist is not None else load_mnist()
         results.data["provenance"].setdefault("data_source", mnist.source)
         data = prepare_inputs(mnist, None)
         teachers = Teachers(*data, mnist.source, results)
-        if "quantized" in parts:
+        if "mnist-quantized" in parts:
             run_quantized_mnist(scale, data, teachers, results, progress)
-        if "adversarial" in parts:
+        if "mnist-adversarial" in parts:
             run_adversarial_mnist(scale, data, teachers, results, progress)
-    if "quantized" in parts or "features" in parts:
+    if "cifar" in parts:
         cifar10 = cifar10 if cifar10 is not None else load_cifar10()
         results.data["provenance"]["cifar_data_source"] = cifar10.source
-        run_cifar_parts(scale, profile, cifar10, results, parts, progress)
+        run_cifar_parts(scale, profile, cifar10, results, progress)
     results.set("last_run_s", time.perf_counter() - started)
     return results.data
 
@@ -314,8 +314,9 @@ def student_frame(data: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
-def paired(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> PairedGap:
-    """Paired gap (percentage points) of ``treated`` minus ``baseline`` over their common seeds."""
+def paired(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> PairedGap | float:
+    """Paired gap (percentage points) of ``treated`` minus ``baseline`` over their common seeds;
+    with a single common seed, just the difference (no interval can be computed)."""
     def pick(conditions: dict[str, Any]) -> pd.Series:
         mask = pd.Series(True, index=frame.index)
         for key, value in conditions.items():
@@ -324,7 +325,18 @@ def paired(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any
 
     a, b = pick(treated), pick(baseline)
     seeds = sorted(set(a.index) & set(b.index))
+    if len(seeds) < 2:
+        return float(a[seeds].sum() - b[seeds].sum())
     return paired_gap(a[seeds].tolist(), b[seeds].tolist())
+
+
+def gap_text(gap: PairedGap | float) -> str:
+    """``+1.23 [+0.45, +2.01]``, or ``+1.23 (one seed)``."""
+    return str(gap) if isinstance(gap, PairedGap) else f"{gap:+.2f} (one seed)"
+
+
+def mean_sd(values: pd.Series) -> str:
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1 else f"{values.mean():.2f}"
 
 
 def quantization_table(data: dict[str, Any], dataset: str = "MNIST") -> pd.DataFrame:
@@ -338,13 +350,14 @@ def quantization_table(data: dict[str, Any], dataset: str = "MNIST") -> pd.DataF
         at = frame[frame.bits == bits]
         if set(at.method) < {"kd", "nokd"}:
             continue
-        kd, nokd = at[at.method == "kd"].accuracy_pct, at[at.method == "nokd"].accuracy_pct
         g = paired(at, {"method": "kd"}, {"method": "nokd"})
         lines.append({"bits": "float" if bits == FLOAT_BITS else f"{int(bits)}",
-                      "no KD %": f"{nokd.mean():.2f} ± {nokd.std(ddof=1):.2f}" if len(nokd) > 1 else f"{nokd.mean():.2f}",
-                      "KD %": f"{kd.mean():.2f} ± {kd.std(ddof=1):.2f}" if len(kd) > 1 else f"{kd.mean():.2f}",
-                      "KD gain (points)": str(g) if g.n > 1 else f"{g.mean:+.2f}", "seeds": g.n,
-                      "gain": g.mean, "low": g.low, "high": g.high})
+                      "no KD %": mean_sd(at[at.method == "nokd"].accuracy_pct),
+                      "KD %": mean_sd(at[at.method == "kd"].accuracy_pct),
+                      "KD gain (points)": gap_text(g), "seeds": g.n if isinstance(g, PairedGap) else 1,
+                      "gain": g.mean if isinstance(g, PairedGap) else g,
+                      "low": g.low if isinstance(g, PairedGap) else None,
+                      "high": g.high if isinstance(g, PairedGap) else None})
     return pd.DataFrame(lines)
 
 
@@ -373,16 +386,18 @@ def method_table(data: dict[str, Any], experiment: str, train_size: int | None =
     if train_size is not None:
         frame = frame[frame.train_size == train_size]
     lines = []
+    columns = ["method", "accuracy %", "seeds", "vs nokd (points)", "vs kd (points)"]
     for method in ("nokd", "kd", "adversarial", "fitnets"):
         at = frame[frame.method == method].accuracy_pct
         if at.empty:
             continue
-        line = {"method": method, "accuracy %": f"{at.mean():.2f} ± {at.std(ddof=1):.2f}", "seeds": len(at)}
+        line = {"method": method, "accuracy %": mean_sd(at), "seeds": len(at)}
         for base in ("nokd", "kd"):
             if method != base and (frame.method == base).any():
-                line[f"vs {base} (points)"] = str(paired(frame, {"method": method}, {"method": base}))
+                line[f"vs {base} (points)"] = gap_text(paired(frame, {"method": method}, {"method": base}))
         lines.append(line)
-    return pd.DataFrame(lines).fillna("")
+    frame = pd.DataFrame(lines)
+    return frame[[c for c in columns if c in frame]].fillna("")
 
 
 def adversarial_curves(data: dict[str, Any], train_size: int) -> pd.DataFrame:
@@ -433,6 +448,32 @@ def plot_adversarial(curves: pd.DataFrame):
     right.set_xlabel("epoch")
     right.set_ylabel("discriminator accuracy (%)")
     right.set_title("Can it tell student from teacher?")
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_fake_quantize(scale: float = 0.05, bits: tuple[int, ...] = (2, 4)):
+    """The fake quantizer's staircase for a few bit widths, and its straight-through gradient."""
+    import matplotlib.pyplot as plt
+
+    from kdlib.quantize import fake_quantize
+
+    x = torch.linspace(-0.6, 0.6, 1201, requires_grad=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for b in bits:
+        y = fake_quantize(x, b, scale)
+        (grad,) = torch.autograd.grad(y.sum(), x)
+        left.plot(x.detach(), y.detach(), label=f"{b} bits ({2**b} levels)")
+        right.plot(x.detach(), grad, label=f"{b} bits")
+    left.plot(x.detach(), x.detach(), color="gray", ls=":", label="no quantization")
+    left.set_xlabel("weight x")
+    left.set_ylabel("fake-quantized value")
+    left.set_title(f"Rounding to a grid of step {scale:g}, clipped")
+    left.legend()
+    right.set_xlabel("weight x")
+    right.set_ylabel("gradient used in training")
+    right.set_title("Straight-through estimator")
     right.legend()
     fig.tight_layout()
     return fig
