@@ -35,6 +35,10 @@ def verdict(ok: bool, good: str, hint: str) -> Verdict:
     return Verdict(ok, f"Correct: {good}" if ok else f"Not yet: {hint}")
 
 
+PLACEHOLDER_HINT = "replace the ... in the cell with your answer, then run it again."
+"""What a checker says while a starter cell still holds its placeholder ``...``."""
+
+
 def sample_logits(seed: int = 0, batch: int = 8, classes: int = 10) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, classes, generator=g, dtype=torch.float64) * 4,
@@ -100,6 +104,8 @@ def check_kd_loss(fn: Callable[[Tensor, Tensor, float], Tensor]) -> Verdict:
 
 def check_flops(answer: int, hidden: int, in_features: int = 784, classes: int = 10) -> Verdict:
     """Exercise: FLOPs per example of ``in_features-hidden-classes`` (multiply-add = 2 FLOPs)."""
+    if answer is Ellipsis:
+        return verdict(False, "", PLACEHOLDER_HINT)
     expected = 2 * (in_features * hidden + hidden * classes)
     if answer == expected:
         return verdict(True, f"{expected:,} FLOPs per example.", "")
@@ -110,6 +116,8 @@ def check_flops(answer: int, hidden: int, in_features: int = 784, classes: int =
 
 def check_close(answer: float, expected: float, name: str, rtol: float = 1e-3) -> Verdict:
     """Exercise with a numerical answer: ``answer`` within relative ``rtol`` of ``expected``."""
+    if answer is Ellipsis:
+        return verdict(False, "", PLACEHOLDER_HINT)
     ok = bool(np.isfinite(answer)) and abs(answer - expected) <= rtol * abs(expected)
     return verdict(ok, f"{name} = {expected:.6g}.", f"{name} should be about {expected:.3g}, "
                    f"not {answer:.6g}: re-read the definition and check each expectation.")
@@ -157,6 +165,8 @@ def check_paired_interval(low: float, high: float) -> Verdict:
     """Exercise: the 95% paired-t confidence interval of :data:`PAIRED_EXERCISE`'s gain."""
     from kdlib.stats import paired_gap
 
+    if low is Ellipsis or high is Ellipsis:
+        return verdict(False, "", PLACEHOLDER_HINT)
     gap = paired_gap(*PAIRED_EXERCISE)
     if abs(low - gap.low) <= 1e-3 and abs(high - gap.high) <= 1e-3:
         return verdict(True, f"gain {gap.mean:.2f}, 95% CI [{gap.low:.3f}, {gap.high:.3f}].", "")
@@ -175,6 +185,8 @@ def check_fake_quantized(answer: float) -> Verdict:
     zero point 0)."""
     from kdlib.quantize import fake_quantize
 
+    if answer is Ellipsis:
+        return verdict(False, "", PLACEHOLDER_HINT)
     w, bits, scale = FAKE_QUANT_EXERCISE.values()
     expected = fake_quantize(torch.tensor(w), bits, scale).item()
     if abs(answer - expected) < 1e-6:
@@ -199,6 +211,8 @@ def int8_mlp_size_bytes(hidden: int = 300) -> int:
 def check_int8_size(answer: int, hidden: int = 300) -> Verdict:
     """Exercise: predict the size in bytes of the int8 ``784-hidden-10`` model (within 10% of
     the measured size, which adds quantization parameters and file overhead)."""
+    if answer is Ellipsis:
+        return verdict(False, "", PLACEHOLDER_HINT)
     measured = int8_mlp_size_bytes(hidden)
     weights = 784 * hidden + hidden * 10
     if abs(answer - measured) <= 0.1 * measured:
@@ -211,9 +225,6 @@ def check_int8_size(answer: int, hidden: int = 300) -> Verdict:
 
 # ------------------------------------------------------------------------------------------------
 # Checkers added with the student edition: every exercise with a computable answer has one.
-
-PLACEHOLDER_HINT = "replace the ... in the cell with your answer, then run it again."
-
 
 def unanswered(*answers: object) -> bool:
     """True while a starter cell's placeholder (``...``) is still in place."""
@@ -259,7 +270,7 @@ SCHEMES_EXERCISE = {"a": ("response", "offline"), "b": ("response", "online"), "
 def check_schemes(answers: dict) -> Verdict:
     """Chapter 1: kind of knowledge and scheme of methods (a), (b), (c), e.g.
     ``{"a": ("response", "offline"), ...}``."""
-    if unanswered(answers) or not isinstance(answers, dict):
+    if not isinstance(answers, dict) or unanswered(*(v for pair in answers.values() for v in pair)):
         return verdict(False, "", PLACEHOLDER_HINT)
     wrong = [key for key, expected in SCHEMES_EXERCISE.items()
              if tuple(str(v).strip().lower() for v in answers.get(key, ())) != expected]
