@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make book   - set up, then build the executed book into _build/html
 #   make test   - set up, then run kdlib's unit tests and nbval over every chapter
+# and for instructors:
+#   make student - the student edition (solutions removed): notebooks and HTML in _build/student
 # Both create .venv and install the pinned environment on first use.
 
 PYTHON ?= python3.11
@@ -17,7 +19,7 @@ endif
 export KDLIB_PROFILE ?= quick
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup test unit book full lock clean
+.PHONY: setup test unit book browser student full lock clean
 
 setup: $(STAMP)
 
@@ -35,8 +37,23 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+# EXECUTE=off builds from the notebooks' stored outputs (CI: nbval has just re-run every chapter
+# and checked that it reproduces them, so the book is not executed a second time).
+EXECUTE ?= cache
 book: $(STAMP)
-	$(BIN)/jupyter-book build . -W -n --keep-going
+	mkdir -p _build
+	sed 's/^  execute_notebooks: .*/  execute_notebooks: $(EXECUTE)/' _config.yml > _build/config.yml
+	$(BIN)/jupyter-book build . --config _build/config.yml -W -n --keep-going
+
+# The browser check of the built book: headless Chromium (Debian's chromium and chromium-driver
+# packages, installed by .ci/run when missing) and a local copy of MathJax 3 from npm.
+browser: $(STAMP)
+	test -f _build/mathjax/node_modules/mathjax/es5/tex-mml-chtml.js || npm install --silent --prefix _build/mathjax mathjax@3
+	$(BIN)/python tests/browser_check.py --html _build/html --shots _build/screenshots
+
+student: $(STAMP)
+	$(BIN)/python -m kdlib.editions student --out _build/student
+	$(BIN)/jupyter-book build _build/student -W -n --keep-going
 
 full: $(STAMP)
 	$(BIN)/python -m kdlib.experiments mnist --profile full

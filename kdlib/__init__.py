@@ -16,10 +16,21 @@ Modules, each about one thing:
 * :mod:`kdlib.bench` - inference timings (warm-up, repeats, median) and FLOP counts;
 * :mod:`kdlib.theory` - the Monte-Carlo toolkit of the two lemmas;
 * :mod:`kdlib.results` - result files with provenance, written atomically;
+* :mod:`kdlib.quantize` - fake quantization, quantization-aware training and int8 models;
+* :mod:`kdlib.adversarial` - a discriminator as an extra term of the distillation loss;
+* :mod:`kdlib.features` - feature maps by forward hooks, and FitNets hints;
+* :mod:`kdlib.errors` - OS errors that name the path, its role and the fix;
 * :mod:`kdlib.checks` - checkers for the exercises;
+* :mod:`kdlib.editions` - the student edition (solutions removed) and the instructor's tables;
 * :mod:`kdlib.figures` - plots the chapters share;
 * :mod:`kdlib.experiments` - one module per table of the report, the regimes of chapter 7, and
   the command-line runner.
 """
 
 __version__ = "0.1.0"
+
+REPOSITORY = "https://github.com/exploring-kd/exploring-knowledge-distillation"
+"""Where the course lives. The one place kdlib reads it from; the book's configuration
+(``_config.yml``), ``pyproject.toml`` and each chapter's Colab install cell carry the same
+address, and a test fails if any of them differs."""
+BRANCH = "main"

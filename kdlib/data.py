@@ -104,6 +104,12 @@ def data_root() -> Path:
     return Path(os.environ.get("KDLIB_DATA") or Path.home() / ".cache" / "kdlib" / "data").expanduser()
 
 
+def display_source(source: str) -> str:
+    """A dataset's ``source`` for printing on a page: the data root written as ``$KDLIB_DATA``
+    and the home folder as ``~``, so that no machine's paths appear in the book."""
+    return source.replace(str(data_root()), "$KDLIB_DATA").replace(str(Path.home()), "~")
+
+
 def cache_dir() -> Path:
     """A writable directory for derived files (decoded arrays): ``KDLIB_CACHE`` or ``~/.cache/kdlib``."""
     return Path(os.environ.get("KDLIB_CACHE") or Path.home() / ".cache" / "kdlib").expanduser()

@@ -126,3 +126,9 @@ def test_downloads_default_off_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not data.downloads_allowed()
     monkeypatch.setenv("KDLIB_DOWNLOAD", "1")
     assert data.downloads_allowed()
+
+
+def test_display_source_hides_the_machine_paths(monkeypatch) -> None:
+    monkeypatch.setenv("KDLIB_DATA", "/srv/mirror/data")
+    shown = data.display_source("original MNIST IDX files (md5-verified) from /srv/mirror/data/MNIST/raw")
+    assert shown == "original MNIST IDX files (md5-verified) from $KDLIB_DATA/MNIST/raw"

@@ -16,7 +16,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPOSITORY_RAW = "https://raw.githubusercontent.com/exploring-kd/exploring-knowledge-distillation/main"
+from kdlib import BRANCH, REPOSITORY
+
+REPOSITORY_RAW = REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/" + BRANCH
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
 MANIFEST = Path(__file__).with_name("published.json")
 PUBLISHED_SUFFIXES = (".json", ".csv")

@@ -326,6 +326,24 @@ def side_by_side(data: dict[str, Any]) -> pd.DataFrame:
     return table
 
 
+def table1_views(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`side_by_side` in two narrow tables for reading: accuracy, and cost (training time
+    and teacher/student inference ratios), each row named by its student."""
+    student = [f"{h}, T = {t:g}, {e} ep., batch {b}"
+               for h, t, e, b in zip(table.hidden, table["T"], table.epochs, table.batch)]
+    accuracy_view = pd.DataFrame({"student (units, T, epochs, batch)": student,
+                                  "paper %": table["paper acc %"],
+                                  "KD % (± sd)": table["our KD acc % (± std)"],
+                                  "no KD %": table["our no-KD acc %"]})
+    cost_view = pd.DataFrame({"student": student, "paper train s": table["paper train s"],
+                              "our train s": table["our train s"],
+                              "paper ratio": table["paper time ratio"],
+                              "latency ratio": table["our latency ratio"],
+                              "throughput ratio": table["our throughput ratio"],
+                              "FLOP ratio": table["FLOP ratio"]})
+    return accuracy_view, cost_view
+
+
 def teacher_accuracy(data: dict[str, Any]) -> pd.Series:
     """The teacher's test accuracy (%) for each seed."""
     return pd.Series({r["seed"]: 100 * r["accuracy"] for r in data["rows"].values()
