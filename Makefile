@@ -42,8 +42,8 @@ unit: $(STAMP)
 EXECUTE ?= cache
 book: $(STAMP)
 	mkdir -p _build
-	sed 's/^  execute_notebooks: .*/  execute_notebooks: $(EXECUTE)/' _config.yml > _build/config.yml
-	$(BIN)/jupyter-book build . --config _build/config.yml -W -n --keep-going
+	sed 's/^  execute_notebooks: .*/  execute_notebooks: $(EXECUTE)/' _config.yml > .build_config.yml
+	$(BIN)/jupyter-book build . --config .build_config.yml -W -n --keep-going
 
 # The browser check of the built book: headless Chromium (Debian's chromium and chromium-driver
 # packages, installed by .ci/run when missing) and a local copy of MathJax 3 from npm.

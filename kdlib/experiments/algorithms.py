@@ -206,7 +206,7 @@ def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset,
     """Reduced-set students: labels only, KD, KD + hints; then 8-bit QAT fine-tuning of the first
     two (with and without the teacher) and their int8 models."""
     device = torch.device("cpu")  # int8 kernels and the timings are CPU ones
-    set_threads("resnet")
+    results.data["provenance"]["environment"]["cifar_torch_threads"] = set_threads("resnet")
     data = cifar.subset(dataset, scale.cifar)
     teacher = None
     for seed in scale.cifar_seeds:
