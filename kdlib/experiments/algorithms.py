@@ -10,7 +10,8 @@ order and augmentation, and differ only in the method):
   (:mod:`kdlib.adversarial`), with 1,000 and with 60,000 labelled images, with training curves.
 * ``cifar``: CIFAR-10 students on the reduced set (500 images per class) with labels only,
   with KD, and with KD plus a FitNets hint (:mod:`kdlib.features`); the first two are then
-  fine-tuned with 8-bit QAT (with and without the teacher) and converted to int8 too.
+  fine-tuned with QAT at every bit width (with and without the teacher), and converted to
+  int8 at 8 bits.
 
 ``python -m kdlib.experiments algorithms --profile full`` writes ``results/algorithms_full.json``.
 """
@@ -62,7 +63,7 @@ class AlgorithmsScale:
     adversarial_sizes: tuple[int, ...]
     cifar: cifar.CifarScale  # the CIFAR-10 recipe (teacher and reduced-set students)
     cifar_seeds: tuple[int, ...]
-    qat_epochs: int  # CIFAR-10: epochs of 8-bit QAT fine-tuning of a trained float student
+    qat_epochs: int  # CIFAR-10: epochs of QAT fine-tuning of a trained float student
     timing_repeats: int = 50
 
 
@@ -203,17 +204,19 @@ class FitNetsAttachment:
 
 def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset, results: ResultFile,
                     progress: bool) -> None:
-    """Reduced-set students: labels only, KD, KD + hints; then 8-bit QAT fine-tuning of the first
-    two (with and without the teacher) and their int8 models."""
+    """Reduced-set students: labels only, KD, KD + hints; then QAT fine-tuning of the first two
+    (with and without the teacher) at every bit width of the scale, and int8 models at 8 bits."""
     device = torch.device("cpu")  # int8 kernels and the timings are CPU ones
     results.data["provenance"]["environment"]["cifar_torch_threads"] = set_threads("resnet")
     data = cifar.subset(dataset, scale.cifar)
     teacher = None
     for seed in scale.cifar_seeds:
         for method in ("nokd", "kd", "fitnets"):
-            row_id, qat_id = f"cifar/features/{method}/seed{seed}", f"cifar/quantized/{method}/bits8/seed{seed}"
-            wants_qat = method != "fitnets" and not results.has(qat_id)
-            if results.has(row_id) and not wants_qat:
+            row_id = f"cifar/features/{method}/seed{seed}"
+            qat_ids = {} if method == "fitnets" else {b: f"cifar/quantized/{method}/bits{b}/seed{seed}"
+                                                      for b in scale.bits}
+            qat_ids = {bits: qat_id for bits, qat_id in qat_ids.items() if not results.has(qat_id)}
+            if results.has(row_id) and not qat_ids:
                 continue
             if teacher is None:
                 teacher = cifar.load_or_train_teacher(profile, scale.cifar, data, dataset.source, results, device,
@@ -228,20 +231,24 @@ def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset,
             if not results.has(row_id):
                 report(progress, row_id, result)
                 results.put(row_id, result)
-            if wants_qat:
-                qat = run_cifar_qat(student, row, seed, scale, teacher, data, progress)
+            # the float student the QAT rows start from, trained again when resuming: record
+            # whether it reproduced the stored one
+            reproduced = result["accuracy"] == results.get(row_id)["accuracy"]
+            for bits, qat_id in qat_ids.items():
+                qat = run_cifar_qat(student, row, seed, scale, teacher, data, progress, bits)
+                qat["float_student_reproduced"] = reproduced
                 report(progress, qat_id, qat)
                 results.put(qat_id, qat)
 
 
 def run_cifar_qat(student: nn.Module, row: cifar.CifarRow, seed: int, scale: AlgorithmsScale, teacher: nn.Module,
-                  data: tuple[Tensor, ...], progress: bool) -> dict[str, Any]:
-    """Fine-tune a trained float student with 8-bit QAT for ``scale.qat_epochs`` epochs (a tenth
-    of the learning rate, float32), then convert it to int8."""
+                  data: tuple[Tensor, ...], progress: bool, bits: int = 8) -> dict[str, Any]:
+    """Fine-tune a trained float student with ``bits``-bit QAT for ``scale.qat_epochs`` epochs
+    (a tenth of the learning rate, float32); at 8 bits, also convert it to int8 and time it."""
     x_train, y_train, x_test, y_test = data
     keep = cifar.first_per_class(y_train, scale.cifar.reduced_per_class)
     example = cifar.plain()(x_train[:8])
-    qat = prepare_qat(student, 8, example)
+    qat = prepare_qat(student, bits, example)
     config = replace(cifar.train_config(scale.cifar, scale.qat_epochs, seed, kd=row.kd, device=torch.device("cpu")),
                      lr=scale.cifar.lr / 10, warmup_epochs=0, mixed_precision=False)
     log = train(qat, x_train[keep], y_train[keep], config, batch_transform=cifar.augmenting(), progress=progress,
@@ -251,10 +258,12 @@ def run_cifar_qat(student: nn.Module, row: cifar.CifarRow, seed: int, scale: Alg
     def evaluate(model: nn.Module, images: Tensor, labels: Tensor) -> float:
         return cifar.evaluate(model, images, labels, scale.cifar.flip_test)
 
-    images = cifar.plain()(x_test[:256])
-    fields = int8_fields(qat, student, images, y_test[:256], scale.timing_repeats, 256)
-    fields["accuracy_int8"] = evaluate(to_int8(qat), x_test, y_test)
-    return {"experiment": "quantized", "dataset": "CIFAR-10", "method": "kd" if row.kd else "nokd", "bits": 8,
+    fields: dict[str, Any] = {}
+    if bits == 8:
+        images = cifar.plain()(x_test[:256])
+        fields = int8_fields(qat, student, images, y_test[:256], scale.timing_repeats, 256)
+        fields["accuracy_int8"] = evaluate(to_int8(qat), x_test, y_test)
+    return {"experiment": "quantized", "dataset": "CIFAR-10", "method": "kd" if row.kd else "nokd", "bits": bits,
             "seed": seed, "train_size": len(keep), "config": config.to_dict(), "qat": "fine-tuned from float",
             "accuracy": evaluate(qat, x_test, y_test), "train_wall_s": log.wall_s, **fields}
 
