@@ -237,7 +237,8 @@ def train(
                 scheduler.step()
             total += loss.detach() * len(idx)
             count += len(idx)
-        epoch_losses.append(check_epoch_loss(total.item() / count, epoch + 1, epoch_losses, config))
+        epoch_losses.append(check_epoch_loss(total.item() / count, epoch + 1, epoch_losses, config,
+                                             steps_per_epoch))
         if on_epoch is not None:
             history.append(on_epoch(epoch + 1, model) or {})
             model.train()
@@ -246,11 +247,14 @@ def train(
                     history=history)
 
 
-def check_epoch_loss(loss: float, epoch: int, earlier: list[float], config: TrainConfig) -> float:
+def check_epoch_loss(loss: float, epoch: int, earlier: list[float], config: TrainConfig,
+                     steps_per_epoch: int = 1) -> float:
     """Stop on a non-finite mean loss, warn on a diverging one; returns ``loss``."""
     if not math.isfinite(loss):
+        first, last = (epoch - 1) * steps_per_epoch + 1, epoch * steps_per_epoch
         raise FloatingPointError(
-            f"the mean training loss of epoch {epoch} is {loss}: training diverged or overflowed. "
+            f"the mean training loss of epoch {epoch} (steps {first} to {last}) is {loss}: training "
+            "diverged or overflowed. "
             f"Likely causes: a learning rate too large (lr={config.lr}), an extreme temperature "
             f"(T={config.temperature}), or non-finite values in the data")
     if earlier and loss > DIVERGENCE_FACTOR * earlier[0]:
