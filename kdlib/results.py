@@ -148,6 +148,13 @@ class ResultFile:
             raise ValueError(f"{self.path} was made with {'; '.join(differences)}: its rows cannot be resumed "
                              "at another scale; pass another --out path, or move the file away to start afresh")
 
+    @property
+    def run_provenance(self) -> dict[str, Any]:
+        """The provenance of the run that has the file open: the file's own when it started the
+        file, else this run's entry under ``resumed`` (so that what a resumed run records, e.g.
+        its thread count, does not overwrite what the first run recorded)."""
+        return self.data["resumed"][-1] if self.data.get("resumed") else self.data["provenance"]
+
     def has(self, row_id: str) -> bool:
         return row_id in self.data["rows"]
 

@@ -81,3 +81,15 @@ def test_provenance_lines_name_the_machine_and_resumed_commits() -> None:
     lines = provenance_lines(data)
     assert "resumed at 1234567" in lines[1] and "2 cores" in lines[2]
     assert lines[4] == "data:       original MNIST IDX files" and "0 min" in lines[-1]
+
+
+def test_a_resumed_run_records_into_its_own_provenance(tmp_path) -> None:
+    path = tmp_path / "r.json"
+    first = ResultFile(path, "exp", {"environment": {"torch_threads": 2}})
+    first.put("a", {"x": 1})
+    again = ResultFile(path, "exp", {"environment": {"torch_threads": 2}})
+    again.run_provenance["environment"]["torch_threads"] = 1
+    again.put("b", {"x": 2})
+    data = json.loads(path.read_text())
+    assert data["provenance"]["environment"]["torch_threads"] == 2  # the first run's, untouched
+    assert data["resumed"][-1]["environment"]["torch_threads"] == 1

@@ -207,7 +207,7 @@ def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset,
     """Reduced-set students: labels only, KD, KD + hints; then QAT fine-tuning of the first two
     (with and without the teacher) at every bit width of the scale, and int8 models at 8 bits."""
     device = torch.device("cpu")  # int8 kernels and the timings are CPU ones
-    results.data["provenance"]["environment"]["cifar_torch_threads"] = set_threads("resnet")
+    results.run_provenance["environment"]["cifar_torch_threads"] = set_threads("resnet")
     data = cifar.subset(dataset, scale.cifar)
     teacher = None
     for seed in scale.cifar_seeds:
@@ -287,7 +287,7 @@ def run_algorithms(profile: str = "quick", out: Path | str | None = None, parts:
     results = ResultFile(out, "algorithms", new_provenance(command, profile=profile, scale=asdict(scale),
                                                            parts=list(parts)))
     if "mnist-quantized" in parts or "mnist-adversarial" in parts:
-        results.data["provenance"]["environment"]["torch_threads"] = set_threads("mlp")
+        results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
         mnist = mnist if mnist is not None else load_mnist()
         results.data["provenance"].setdefault("data_source", mnist.source)
         data = prepare_inputs(mnist, None)

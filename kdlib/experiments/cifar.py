@@ -281,7 +281,7 @@ def run_cifar(profile: str = "quick", out: Path | str | None = None, progress: b
                                                                dataset="CIFAR-10", device=str(device)))
     dataset = dataset if dataset is not None else load_cifar10()
     results.data["provenance"].setdefault("data_source", dataset.source)
-    results.data["provenance"]["environment"]["torch_threads"] = threads
+    results.run_provenance["environment"]["torch_threads"] = threads
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = tuple(t.to(device) for t in subset(dataset, scale))
@@ -318,7 +318,7 @@ def run_precision_check(profile: str = "full", out: Path | str | None = None, se
     results = ResultFile(out, "cifar10-precision", new_provenance(command, profile=profile, scale=asdict(scale),
                                                                   dataset="CIFAR-10", device=str(device),
                                                                   epochs=epochs, row=PRECISION_ROW))
-    results.data["provenance"]["environment"]["torch_threads"] = set_threads("resnet")
+    results.run_provenance["environment"]["torch_threads"] = set_threads("resnet")
     dataset = dataset if dataset is not None else load_cifar10()
     results.data["provenance"].setdefault("data_source", dataset.source)
     x_train, y_train, x_test, y_test = subset(dataset, scale)

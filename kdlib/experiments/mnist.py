@@ -247,7 +247,7 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     results.data["provenance"].setdefault("data_source", dataset.source)
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
     runs = planned_runs(scale.seeds)
-    results.data["provenance"]["environment"]["torch_threads"] = set_threads("mlp")
+    results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
     for seed in scale.seeds:
         todo = [(k, s, sd) for k, s, sd in runs if sd == seed and not results.has(s.row_id(k, sd))]
         if not todo and results.has(f"teacher/seed{seed}"):

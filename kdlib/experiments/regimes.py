@@ -242,7 +242,7 @@ def run_regimes(profile: str = "quick", out: Path | str | None = None, progress:
     started = time.perf_counter()
     results = ResultFile(out, "mnist-regimes", new_provenance(command, profile=profile, scale=asdict(scale),
                                                               dataset="MNIST", teachers=sorted(TEACHERS)))
-    results.data["provenance"]["environment"]["torch_threads"] = set_threads("mlp")
+    results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
     dataset = dataset if dataset is not None else load_mnist()
     results.data["provenance"].setdefault("data_source", dataset.source)
     data = prepare_inputs(dataset, None)
