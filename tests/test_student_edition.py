@@ -80,3 +80,15 @@ def test_one_repository_address_everywhere() -> None:
         first_code = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
         assert f"git+{kdlib.REPOSITORY}@{kdlib.BRANCH}" in first_code.source, path.name
         assert "remove-cell" in editions.tags(first_code), path.name  # hidden in the HTML, kept for Colab
+
+
+def test_notebook_code_lines_fit_the_book_column() -> None:
+    """The book's column shows about 90 characters of code at 1400 px (the browser check measures
+    it); keep every visible code line within 88 so that none scrolls sideways."""
+    long = []
+    for path in [*editions.chapter_paths(), editions.ROOT / "book" / "instructor.ipynb"]:
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type == "code" and "remove-cell" not in editions.tags(cell):
+                long += [f"{path.name} cell {i}: {len(line)} characters" for line in cell.source.splitlines()
+                         if len(line) > 88]
+    assert not long, long
