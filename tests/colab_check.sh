@@ -14,6 +14,7 @@ rm -rf "$VENV"
 quiet() { "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 quiet "$VENV/bin/pip" install --quiet torch torchvision numpy scipy pandas matplotlib ipykernel nbclient nbformat
 quiet "$VENV/bin/pip" install --quiet .
+rm -rf build  # what the in-tree build of kdlib left behind
 "$VENV/bin/python" - <<'PY'
 import os
 import sys
