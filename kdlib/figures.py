@@ -213,7 +213,7 @@ def plot_curves_vs_n(table, group: str, y: str, low: str, high: str, ylabel: str
 
 def show_table(frame, digits: int = 2, formats: dict | None = None):
     """A table for reading: numbers with ``digits`` decimals (or ``formats`` per column),
-    thousands separators, no index column. The HTML ids are derived from the columns, so the
+    thousands separators, no index column, cells spaced apart and right-aligned. The HTML ids are derived from the columns, so the
     same table renders to the same HTML on every run (nbval compares it)."""
     import hashlib
 
@@ -223,4 +223,6 @@ def show_table(frame, digits: int = 2, formats: dict | None = None):
     styler = frame.style.format(precision=digits, thousands=",", na_rep="", subset=others)
     if formats:
         styler = styler.format(formats, na_rep="", subset=list(formats))
-    return styler.hide(axis="index").set_uuid(uuid)
+    spacing = [{"selector": "th, td", "props": "padding: 0.15em 0.45em; text-align: right;"},
+               {"selector": "th", "props": "border-bottom: 1px solid #999;"}]
+    return styler.hide(axis="index").set_uuid(uuid).set_table_styles(spacing)
