@@ -10,7 +10,13 @@ At 1400 px a page fails on:
 * a MathJax error, or raw directive text (``{exercise}``, ``{solution``, ``:label:``);
 * visible nbval markers, or an absolute file-system path in the page text;
 * an equation, table, figure or code block wider than the content column (or scrolling sideways);
-* a console error, a broken internal link or a broken image.
+* a console error, a broken internal link or a broken image;
+* an image in the text that is not a numbered figure with a caption, or whose alt text is missing
+  or a file name;
+* a top bar above the page (the theme's header, which here would hold only a second search field).
+
+The book as a whole fails when a generated page cannot be reached by following links from the
+first page (search.html counts as reached through the search form).
 
 Driven by Selenium with the distribution's ``chromium`` and ``chromium-driver`` packages.
 Exits 1 and lists every finding when a page fails.
@@ -46,8 +52,15 @@ for (const el of column.querySelectorAll('mjx-container[display="true"], table, 
     found.push('scrolls sideways: ' + describe(el));
 }
 for (const img of column.querySelectorAll('img')) {
-  if (img.complete && img.naturalWidth === 0) found.push('broken image: ' + img.getAttribute('src'));
+  const src = img.getAttribute('src'), alt = img.getAttribute('alt') || '';
+  if (img.complete && img.naturalWidth === 0) found.push('broken image: ' + src);
+  if (!alt.trim() || alt.includes('/') || /\.(png|jpe?g|svg|gif)$/i.test(alt)) found.push('no alt text: ' + src);
+  const figure = img.closest('figure');
+  if (!figure || !figure.querySelector('figcaption .caption-number'))
+    found.push('image not a numbered figure with a caption: ' + src);
 }
+const header = document.querySelector('header.bd-header');
+if (header && header.getBoundingClientRect().height > 0) found.push('a top bar above the page');
 return found;
 """
 
@@ -123,7 +136,30 @@ def internal_links(driver, html: Path) -> list[str]:
     return broken
 
 
-def check_page(driver, base: str, html: Path, page: Path, shots: Path) -> list[str]:
+def link_targets(driver, html: Path) -> set[Path]:
+    """The book's files that the page shown links to (links and form actions), and the page shown
+    itself (which differs from the one asked for when that one redirects)."""
+    shown = html / unquote(urlparse(driver.current_url).path).lstrip("/")
+    hrefs = driver.execute_script(
+        "return [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))"
+        ".concat([...document.querySelectorAll('form[action]')].map(f => f.getAttribute('action')))")
+    return {shown.resolve()} | {(shown.parent / unquote(h.split("#")[0].split("?")[0])).resolve() for h in hrefs
+                                if h.split("#")[0] and not re.match(r"^(https?:|mailto:|javascript:)", h)}
+
+
+def unreachable(links: dict[Path, set[Path]], start: Path, pages: list[Path]) -> list[Path]:
+    """The pages that following ``links`` (page -> pages it links to) from ``start`` never reaches."""
+    seen, todo = {start}, [start]
+    while todo:
+        for target in links.get(todo.pop(), set()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return [page for page in pages if page not in seen]
+
+
+def check_page(driver, base: str, html: Path, page: Path, shots: Path,
+               links: dict[Path, set[Path]]) -> list[str]:
     relative = page.relative_to(html).as_posix()
     driver.set_window_size(1400, 1000)
     driver.get(f"{base}/{relative}")
@@ -142,6 +178,7 @@ def check_page(driver, base: str, html: Path, page: Path, shots: Path) -> list[s
         findings.append("MathJax error")
     findings += driver.execute_script(WIDTH_CHECKS)
     findings += internal_links(driver, html)
+    links[page] = link_targets(driver, html)
     findings += [f"console error: {e['message'][:160]}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     name = relative.replace("/", "_").removesuffix(".html")
     total = driver.execute_script("return document.body.scrollHeight")
@@ -164,17 +201,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no MathJax at {args.mathjax}: npm install --prefix _build/mathjax mathjax@3", file=sys.stderr)
         return 2
     args.shots.mkdir(parents=True, exist_ok=True)
-    pages = sorted(p for p in args.html.rglob("*.html")
-                   if not p.name.startswith(("genindex", "search")) and "_static" not in p.parts
-                   and "_sources" not in p.parts)
-    server, base = serve(args.html.resolve(), args.mathjax.resolve())
+    html = args.html.resolve()
+    generated = sorted(p for p in html.rglob("*.html") if "_static" not in p.parts and "_sources" not in p.parts)
+    pages = [p for p in generated if p.name != "search.html"]
+    server, base = serve(html, args.mathjax.resolve())
     driver = browser()
     failed = 0
+    links: dict[Path, set[Path]] = {}
     try:
         for page in pages:
-            findings = check_page(driver, base, args.html.resolve(), page.resolve(), args.shots)
+            findings = check_page(driver, base, html, page, args.shots, links)
             status = "ok" if not findings else f"{len(findings)} finding(s)"
-            print(f"{page.relative_to(args.html)}: {status}")
+            print(f"{page.relative_to(html)}: {status}")
             for finding in findings:
                 print(f"    {finding}")
             failed += bool(findings)
@@ -182,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         driver.quit()
         server.shutdown()
     print(f"{len(pages) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    lost = unreachable(links, html / "index.html", generated)
+    for page in lost:
+        print(f"{page.relative_to(html)}: no link from the book leads here")
+    return 1 if failed or lost else 0
 
 
 if __name__ == "__main__":

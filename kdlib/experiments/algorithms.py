@@ -34,6 +34,7 @@ from kdlib.experiments import cifar, published_file
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.experiments.regimes import Teachers, epochs_for
 from kdlib.features import HintedStudent, HintTerm, feature_shape, tap_stage
+from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.quantize import freeze, model_size_bytes, prepare_qat, to_int8
@@ -417,13 +418,14 @@ def adversarial_curves(data: dict[str, Any], train_size: int) -> pd.DataFrame:
     return pd.DataFrame(points).groupby(["method", "epoch"]).mean(numeric_only=True).reset_index()
 
 
+@book_style
 def plot_quantization(data: dict[str, Any]):
     """MNIST test accuracy against bit width, KD and no KD, mean and sd over seeds."""
     import matplotlib.pyplot as plt
 
     frame = student_frame(data)
     frame = frame[(frame.dataset == "MNIST") & (frame.experiment == "quantized")]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 3.8))
     order = sorted(frame.bits.unique())
     positions = {b: i for i, b in enumerate(order)}
     for method, label, marker in (("kd", "KD (teacher in float)", "o"), ("nokd", "no KD (labels only)", "s")):
@@ -434,34 +436,33 @@ def plot_quantization(data: dict[str, Any]):
     ax.set_xlabel("precision of the student's weights and activations")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Quantization-aware training of a 784-300-10 student")
-    ax.legend()
-    fig.tight_layout()
+    legend_below(fig)
     return fig
 
 
+@book_style
 def plot_adversarial(curves: pd.DataFrame):
     """Test accuracy per epoch of each method, and the discriminator's accuracy."""
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(COLUMN_INCHES, 5.6), sharex=True)
     names = {"nokd": "no KD", "kd": "KD", "adversarial": "KD + discriminator"}
-    for method, rows in curves.groupby("method", sort=False):
-        left.plot(rows.epoch, 100 * rows.test_accuracy, label=names.get(method, method))
-    left.set_xlabel("epoch")
-    left.set_ylabel("test accuracy (%)")
-    left.set_title("Students")
-    left.legend()
+    for (method, rows), style in zip(curves.groupby("method", sort=False), ("-", "--", ":")):
+        top.plot(rows.epoch, 100 * rows.test_accuracy, style, label=names.get(method, method))
+    top.set_ylabel("test accuracy (%)")
+    top.set_title("Students")
     adv = curves[curves.method == "adversarial"]
-    right.plot(adv.epoch, 100 * adv.discriminator_accuracy, color="black")
-    right.axhline(50, color="gray", ls="--", label="chance")
-    right.set_xlabel("epoch")
-    right.set_ylabel("discriminator accuracy (%)")
-    right.set_title("Can it tell student from teacher?")
-    right.legend()
-    fig.tight_layout()
+    bottom.plot(adv.epoch, 100 * adv.discriminator_accuracy, color="black", label="discriminator")
+    bottom.axhline(50, color="gray", ls="--", label="chance")
+    bottom.set_xlabel("epoch")
+    bottom.set_ylabel("accuracy (%)")
+    bottom.set_title("Can the discriminator tell student from teacher?")
+    handles = top.get_legend_handles_labels()[0] + bottom.get_legend_handles_labels()[0]
+    fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncols=3, frameon=False)
     return fig
 
 
+@book_style
 def plot_fake_quantize(scale: float = 0.05, bits: tuple[int, ...] = (2, 4)):
     """The fake quantizer's staircase for a few bit widths, and its straight-through gradient."""
     import matplotlib.pyplot as plt
@@ -469,20 +470,17 @@ def plot_fake_quantize(scale: float = 0.05, bits: tuple[int, ...] = (2, 4)):
     from kdlib.quantize import fake_quantize
 
     x = torch.linspace(-0.6, 0.6, 1201, requires_grad=True)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(COLUMN_INCHES, 5.2), sharex=True)
     for b in bits:
         y = fake_quantize(x, b, scale)
         (grad,) = torch.autograd.grad(y.sum(), x)
-        left.plot(x.detach(), y.detach(), label=f"{b} bits ({2**b} levels)")
-        right.plot(x.detach(), grad, label=f"{b} bits")
-    left.plot(x.detach(), x.detach(), color="gray", ls=":", label="no quantization")
-    left.set_xlabel("weight x")
-    left.set_ylabel("fake-quantized value")
-    left.set_title(f"Rounding to a grid of step {scale:g}, clipped")
-    left.legend()
-    right.set_xlabel("weight x")
-    right.set_ylabel("gradient used in training")
-    right.set_title("Straight-through estimator")
-    right.legend()
-    fig.tight_layout()
+        top.plot(x.detach(), y.detach(), label=f"{b} bits ({2**b} levels)")
+        bottom.plot(x.detach(), grad)
+    top.plot(x.detach(), x.detach(), color="gray", ls=":", label="no quantization")
+    top.set_ylabel("quantized value")
+    top.set_title(f"Rounding to a grid of step {scale:g}, clipped")
+    bottom.set_xlabel("weight x")
+    bottom.set_ylabel("gradient")
+    bottom.set_title("Straight-through estimator")
+    legend_below(fig, top, ncols=3)
     return fig

@@ -29,6 +29,7 @@ from kdlib.augment import ImageBatchTransform
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.checkpoints import cached_model
 from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, load_cifar10
+from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.experiments import published_file
 from kdlib.models import cifar_resnet, seeded
 from kdlib.precision import use_bfloat16
@@ -392,34 +393,41 @@ def teacher_accuracy(data: dict[str, Any]) -> float:
     return 100 * sum(runs) / len(runs)
 
 
+@book_style
 def plot_accuracy_vs_speedup(data: dict[str, Any]):
-    """Each student's accuracy against its measured speed-up over the teacher (batch 1 and 256)."""
+    """Each student's accuracy, and its measured speed-up over the teacher at batch 1 and 256."""
     import matplotlib.pyplot as plt
 
-    table = summary_table(data)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for column, marker, label in (("latency_ratio", "o", "latency ratio (batch 1)"),
-                                  ("throughput_ratio", "s", "throughput ratio (batch 256)")):
-        ax.scatter(table[column], table.accuracy_pct, marker=marker, label=label)
-    for _, line in table.iterrows():
-        ax.annotate(line.experiment.replace("Blocks = ", "").replace(" train set", "").replace(" loss", ""),
-                    (line.latency_ratio, line.accuracy_pct), fontsize=7, xytext=(4, 2), textcoords="offset points")
-    ax.axhline(teacher_accuracy(data), color="gray", ls="--", label="teacher")
-    ax.set_xlabel("speed-up over the teacher (teacher time / student time, CPU, 1 thread)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("CIFAR-10 students: accuracy against inference speed-up")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    table = summary_table(data).sort_values("accuracy_pct")
+    names = [n.replace("Blocks = ", "").replace(" train set", "").replace(" loss", "") for n in table.experiment]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(COLUMN_INCHES, 4.4), sharey=True)
+    rows = range(len(table))
+    left.errorbar(table.accuracy_pct, rows, xerr=table.accuracy_std.fillna(0), fmt="D", color="#2c3e50",
+                  capsize=3, label="student (sd over seeds)")
+    left.axvline(teacher_accuracy(data), color="gray", ls="--", label="teacher")
+    left.set_yticks(rows, names)
+    left.set_xlabel("test accuracy (%)")
+    left.grid(axis="y", color="#dddddd")
+    for column, marker, label in (("latency_ratio", "o", "batch 1"), ("throughput_ratio", "s", "batch 256")):
+        right.plot(table[column], rows, marker, label=label)
+    right.set_xscale("log")
+    right.set_xticks([2, 5, 10, 20], ["2", "5", "10", "20"])
+    right.set_xticks([], minor=True)
+    right.set_xlabel("speed-up over the teacher")
+    right.grid(axis="y", color="#dddddd")
+    handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncols=2, frameon=False)
     return fig
 
 
+@book_style
 def plot_kd_effect(data: dict[str, Any]):
     """The ideal student with and without the KD loss, on the full and the reduced training set."""
     import matplotlib.pyplot as plt
 
     table = summary_table(data).set_index("experiment")
     pairs = {f"{setting} training set": pair for setting, pair in CLAIM_PAIRS.items()}
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 3.6))
     for i, (with_kd, without_kd) in enumerate(pairs.values()):
         for offset, name, label in ((-0.2, with_kd, "with KD loss"), (0.2, without_kd, "without KD loss")):
             if name in table.index:
@@ -428,9 +436,8 @@ def plot_kd_effect(data: dict[str, Any]):
                        color="#2c3e50" if offset < 0 else "#c0392b", label=label if i == 0 else None, capsize=3)
     ax.set_xticks(range(len(pairs)), list(pairs))
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("What the KD loss adds to the ideal student")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.set_title("The ideal student with and without the KD loss")
+    legend_below(fig)
     return fig
 
 

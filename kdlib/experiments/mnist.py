@@ -27,6 +27,7 @@ from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, load_mnist, normalize
+from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.experiments import published_file
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
@@ -389,37 +390,39 @@ def load_published() -> dict[str, Any]:
     return json.loads(published_file("mnist_full.json").read_text())
 
 
+@book_style
 def plot_accuracy(data: dict[str, Any]):
     """Accuracy against student width and against temperature, KD and no-KD, seed error bars."""
     import matplotlib.pyplot as plt
 
     kd, nokd = student_rows(data, "kd"), student_rows(data, "nokd")
-    base = dict(temperature=3.5, epochs=3, batch_size=32)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for frame, label, marker in ((kd, "KD (label_weight = 0.5)", "o"), (nokd, "no KD (labels only)", "s")):
+    fig, (left, right) = plt.subplots(1, 2, figsize=(COLUMN_INCHES, 3.6), sharey=True)
+    colors = {"KD": "C0", "no KD": "C1"}
+    for frame, label, marker in ((kd, "KD (label_weight 0.5)", "o"), (nokd, "no KD", "s")):
         sel = frame[(frame.epochs == 3) & (frame.batch_size == 32)]
         if label.startswith("KD"):
-            sel = sel[sel.temperature == base["temperature"]]
+            sel = sel[sel.temperature == 3.5]
         stats = sel.groupby("hidden").accuracy.agg(["mean", "std"]).fillna(0) * 100
-        left.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt=marker + "-", capsize=3, label=label)
+        left.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt=marker + "-", capsize=3,
+                      label=label, color=colors[label.split(" (")[0]])
     left.set_xscale("log")
     left.set_xticks([50, 300, 600], ["50", "300", "600"])
-    left.set_xlabel("student hidden units")
+    left.set_xticks([], minor=True)
+    left.set_xlabel("hidden units")
     left.set_ylabel("test accuracy (%)")
-    left.set_title("Accuracy grows with the student's width")
+    left.set_title("width (T = 3.5)")
     sel = kd[(kd.hidden == 300) & (kd.epochs == 3) & (kd.batch_size == 32)]
     stats = sel.groupby("temperature").accuracy.agg(["mean", "std"]).fillna(0) * 100
-    right.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt="o-", capsize=3, label="KD, 300 units")
+    right.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt="o-", capsize=3, color=colors["KD"])
     plain = nokd[(nokd.hidden == 300) & (nokd.epochs == 3) & (nokd.batch_size == 32)].accuracy * 100
-    right.axhline(plain.mean(), color="gray", ls="--", label="no KD, 300 units")
+    right.axhline(plain.mean(), color=colors["no KD"], ls="--")
     right.set_xscale("log")
     right.set_xticks([1, 3.5, 10], ["1", "3.5", "10"])
+    right.set_xticks([], minor=True)
     right.set_xlabel("temperature T")
-    right.set_title("Effect of the temperature")
+    right.set_title("temperature (300 units)")
     teacher = teacher_accuracy(data).mean()
     for ax in (left, right):
         ax.axhline(teacher, color="black", ls=":", label=f"teacher ({teacher:.2f}%)")
-        ax.legend(fontsize=8)
-    fig.suptitle("MNIST students (mean and standard deviation over seeds)")
-    fig.tight_layout()
+    legend_below(fig, left, ncols=3)
     return fig

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from kdlib.calibration import expected_calibration_error, log_loss, reliability_bins
 from kdlib.data import ImageDataset, load_mnist
+from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.experiments import published_file
 from kdlib.experiments.mnist import (REPORT_TEACHER, TeacherRecipe, balanced_subset, cached_teacher,
                                     prepare_inputs)
@@ -461,30 +462,31 @@ def anchor_table(data: dict[str, Any]) -> pd.DataFrame:
     ])
 
 
+@book_style
 def plot_gain_by_size(table: pd.DataFrame):
     """The paired KD gain with its 95% confidence interval against the number of labelled examples."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 3.8))
     n = table["labelled examples"]
     ax.errorbar(n, table.gain, yerr=[table.gain - table["CI low"], table["CI high"] - table.gain],
-                fmt="o-", capsize=4, label="KD minus labels only (95% CI)")
+                fmt="o-", capsize=4)
     ax.axhline(0, color="gray", lw=1)
     ax.set_xscale("log")
-    ax.set_xticks(n, [f"{v:,}" for v in n])
+    ax.set_xticks(n, [f"{v / 1000:g}k" if v >= 1000 else f"{v:g}" for v in n])
+    ax.set_xticks([], minor=True)
     ax.set_xlabel("labelled training examples (log scale)")
-    ax.set_ylabel("accuracy gain (percentage points)")
-    ax.set_title("Distillation pays most when labels are scarce")
-    ax.legend(fontsize=10)
-    fig.tight_layout()
+    ax.set_ylabel("KD gain (points, 95% CI)")
+    ax.set_title("KD minus labels only, paired seeds")
     return fig
 
 
+@book_style
 def plot_reliability(data: dict[str, Any]):
     """Reliability diagrams of the teachers: accuracy against confidence, per confidence bin."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 5.6))
     ax.plot([0, 1], [0, 1], color="gray", ls="--", lw=1, label="perfectly calibrated")
     for row in (r for r in data["rows"].values() if r.get("kind") == "teacher"):
         bins = row["reliability"]
@@ -492,50 +494,52 @@ def plot_reliability(data: dict[str, Any]):
         ax.plot(*zip(*points), "o-", ms=4, label=f"{row['teacher']} (ECE {row['ece']:.3f})")
     ax.set_xlabel("confidence (largest predicted probability)")
     ax.set_ylabel("accuracy in the bin")
-    ax.set_title("Teachers' reliability (bins with at least 20 test images)")
+    ax.set_title("Teachers' reliability (bins with 20+ test images)")
     ax.set_xlim(0.3, 1.01)
     ax.set_ylim(0.3, 1.01)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
+    ax.set_aspect("equal")
+    legend_below(fig, ncols=1)
     return fig
 
 
+@book_style
 def plot_teacher_gains(tables: dict[int, pd.DataFrame]):
     """Each teacher's KD gain against its test log-loss and its accuracy, one colour per size."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_INCHES, 3.6), sharey=True)
     for (n, table), marker in zip(tables.items(), "os^"):
         for ax, column in zip(axes, ("log_loss", "accuracy_pct")):
             ax.errorbar(table[column], table.gain, yerr=[table.gain - table["CI low"], table["CI high"] - table.gain],
                         fmt=marker, capsize=3, label=f"{n:,} labelled examples")
-    axes[0].set_xlabel("teacher's test log-loss (lower is better)")
+    axes[0].set_xlabel("teacher's test log-loss")
     axes[1].set_xlabel("teacher's test accuracy (%)")
-    axes[0].set_ylabel("KD gain (percentage points)")
+    axes[0].set_ylabel("KD gain (points)")
     for ax in axes:
         ax.axhline(0, color="gray", lw=1)
-        ax.legend(fontsize=8)
-    fig.suptitle("What makes a good teacher? KD gain against the teacher's log-loss and accuracy")
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+    legend_below(fig)
     return fig
 
 
+@book_style
 def plot_grid(grids: dict[int, pd.DataFrame]):
     """Heat maps of the KD student's accuracy over (T, label_weight), one per training-set size."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(grids), figsize=(5 * len(grids), 3.8))
+    fig, axes = plt.subplots(len(grids), 1, figsize=(COLUMN_INCHES, 3.4 * len(grids)))
     for ax, (n, table) in zip(np.atleast_1d(axes), grids.items()):
         image = ax.imshow(table.to_numpy(), cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(table.columns)), [f"{a:g}" for a in table.columns])
         ax.set_yticks(range(len(table.index)), [f"{t:g}" for t in table.index])
         middle = (table.to_numpy().min() + table.to_numpy().max()) / 2
         for (i, j), value in np.ndenumerate(table.to_numpy()):  # dark text on the bright cells
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=10,
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center",
                     color="black" if value > middle else "white")
         ax.set_xlabel("label_weight (weight of the hard labels)")
         ax.set_ylabel("temperature T")
         ax.set_title(f"{n:,} labelled examples: accuracy (%)")
-        fig.colorbar(image, ax=ax)
-    fig.tight_layout()
+        fig.colorbar(image, ax=ax).locator = MaxNLocator(5)
     return fig
