@@ -132,12 +132,20 @@ class InferenceCost:
 def inference_cost(model: nn.Module, inputs: Tensor, large_batch: int = 1000, repeats: int = 50,
                    threads: int | None = 1) -> InferenceCost:
     """Measure :class:`InferenceCost` on rows of ``inputs`` (already in the model's input format)."""
+    latency, throughput = latency_and_throughput(model, inputs, large_batch, repeats, threads)
+    params = sum(p.numel() for p in model.parameters())
+    return InferenceCost(latency_s=latency, throughput_per_s=throughput, large_batch=len(inputs[:large_batch]),
+                         flops=count_flops(model, inputs), parameters=params)
+
+
+def latency_and_throughput(model: nn.Module, inputs: Tensor, large_batch: int, repeats: int,
+                           threads: int | None = 1) -> tuple[Timing, float]:
+    """The timing of one row (latency at batch 1) and the rows per second at ``large_batch`` rows,
+    both medians of repeated runs (fewer repeats for the large batch, which takes longer)."""
     latency = time_inference(model, inputs[:1], repeats=repeats, threads=threads)
     big = inputs[:large_batch]
     per_batch = time_inference(model, big, repeats=max(5, repeats // 5), warmup=2, threads=threads)
-    params = sum(p.numel() for p in model.parameters())
-    return InferenceCost(latency_s=latency, throughput_per_s=len(big) / per_batch.median_s,
-                         large_batch=len(big), flops=count_flops(model, inputs), parameters=params)
+    return latency, len(big) / per_batch.median_s
 
 
 def cost_ratios(teacher: dict, student: dict) -> dict[str, float]:

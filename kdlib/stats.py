@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
 from scipy import stats
 
 
@@ -51,3 +53,30 @@ def paired_gap(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> P
     std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     half = stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
     return PairedGap(mean, std, n, mean - half, mean + half, level)
+
+
+def matching_rows(frame: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
+    """The rows of ``frame`` whose columns equal the values given (``column=value``); a value of
+    ``None`` matches a missing value."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in conditions.items():
+        mask &= frame[column].map(lambda v, want=value: pd.isna(v) if want is None else v == want).astype(bool)
+    return frame[mask]
+
+
+def seed_differences(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any],
+                     column: str = "accuracy_pct") -> pd.Series:
+    """``column`` of the ``treated`` runs minus that of the ``baseline`` runs, seed by seed (the
+    seeds both have; ``frame`` has one row per run with a ``seed`` column)."""
+    a = matching_rows(frame, **treated).set_index("seed")[column]
+    b = matching_rows(frame, **baseline).set_index("seed")[column]
+    return (a - b).dropna()
+
+
+def gap_by_seed(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any],
+                column: str = "accuracy_pct") -> PairedGap:
+    """:func:`paired_gap` of ``treated`` minus ``baseline`` runs, matched by seed."""
+    a = matching_rows(frame, **treated).set_index("seed")[column]
+    b = matching_rows(frame, **baseline).set_index("seed")[column]
+    seeds = sorted(set(a.index) & set(b.index))
+    return paired_gap([a[s] for s in seeds], [b[s] for s in seeds])

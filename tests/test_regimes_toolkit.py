@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from kdlib.augment import random_shift
 from kdlib.calibration import expected_calibration_error, log_loss, reliability_bins
 from kdlib.experiments import regimes
 from kdlib.experiments.mnist import balanced_subset
-from kdlib.stats import paired_gap
+from kdlib.stats import gap_by_seed, matching_rows, paired_gap, seed_differences
 from kdlib.threads import threads_for
 
 
@@ -50,6 +51,18 @@ def test_paired_gap_matches_a_hand_computation() -> None:
         paired_gap([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="at least 2"):
         paired_gap([1.0], [2.0])
+
+
+def test_gaps_are_matched_by_seed() -> None:
+    # seed 3 has no baseline run and is left out; the rows are in no particular order
+    runs = pd.DataFrame({"method": ["kd", "nokd", "kd", "nokd", "kd", "kd"],
+                         "teacher": ["a", None, "a", None, "a", "b"],
+                         "seed": [1, 2, 2, 1, 3, 1], "accuracy_pct": [93.0, 90.0, 95.0, 91.0, 99.0, 50.0]})
+    assert len(matching_rows(runs, method="nokd", teacher=None)) == 2
+    kd, nokd = {"method": "kd", "teacher": "a"}, {"method": "nokd"}
+    assert seed_differences(runs, kd, nokd).to_dict() == {1: 2.0, 2: 5.0}
+    gap = gap_by_seed(runs, kd, nokd)
+    assert (gap.mean, gap.n) == (3.5, 2)
 
 
 def test_balanced_subset() -> None:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from kdlib.adversarial import AdversarialTerm
-from kdlib.bench import time_inference
+from kdlib.bench import latency_and_throughput
 from kdlib.data import ImageDataset, load_cifar10, load_mnist
 from kdlib.experiments import cifar, published_file
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
@@ -39,7 +39,7 @@ from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.quantize import freeze, model_size_bytes, prepare_qat, to_int8
 from kdlib.results import ResultFile, new_provenance
-from kdlib.stats import PairedGap, paired_gap
+from kdlib.stats import PairedGap, gap_by_seed, seed_differences
 from kdlib.threads import set_threads
 from kdlib.train import TrainConfig, accuracy, predict_logits, train
 
@@ -93,12 +93,8 @@ def mnist_config(train_size: int, seed: int, kd: bool) -> TrainConfig:
 
 def deployment_cost(model: nn.Module, inputs: Tensor, repeats: int, large_batch: int) -> dict[str, Any]:
     """Size in bytes, latency at batch 1 and throughput at ``large_batch``, on one CPU thread."""
-    inputs = inputs.cpu()
-    latency = time_inference(model, inputs[:1], repeats=repeats, threads=1)
-    big = inputs[:large_batch]
-    per_batch = time_inference(model, big, repeats=max(5, repeats // 5), warmup=2, threads=1)
-    return {"size_bytes": model_size_bytes(model), "latency_s": latency.median_s,
-            "throughput_per_s": len(big) / per_batch.median_s}
+    latency, throughput = latency_and_throughput(model, inputs.cpu(), large_batch, repeats, threads=1)
+    return {"size_bytes": model_size_bytes(model), "latency_s": latency.median_s, "throughput_per_s": throughput}
 
 
 def int8_fields(qat_model: nn.Module, float_model: nn.Module, x_test: Tensor, y_test: Tensor, repeats: int,
@@ -327,17 +323,10 @@ def student_frame(data: dict[str, Any]) -> pd.DataFrame:
 def paired(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> PairedGap | float:
     """Paired gap (percentage points) of ``treated`` minus ``baseline`` over their common seeds;
     with a single common seed, just the difference (no interval can be computed)."""
-    def pick(conditions: dict[str, Any]) -> pd.Series:
-        mask = pd.Series(True, index=frame.index)
-        for key, value in conditions.items():
-            mask &= frame[key] == value
-        return frame[mask].set_index("seed").accuracy_pct
-
-    a, b = pick(treated), pick(baseline)
-    seeds = sorted(set(a.index) & set(b.index))
-    if len(seeds) < 2:
-        return float(a[seeds].sum() - b[seeds].sum())
-    return paired_gap(a[seeds].tolist(), b[seeds].tolist())
+    differences = seed_differences(frame, treated, baseline)
+    if len(differences) < 2:
+        return float(differences.sum())
+    return gap_by_seed(frame, treated, baseline)
 
 
 def gap_text(gap: PairedGap | float) -> str:

@@ -37,7 +37,7 @@ from kdlib.experiments.mnist import (REPORT_TEACHER, TeacherRecipe, balanced_sub
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
-from kdlib.stats import PairedGap, paired_gap
+from kdlib.stats import gap_by_seed, matching_rows, seed_differences
 from kdlib.threads import set_threads
 from kdlib.train import TrainConfig, predict_logits, train
 
@@ -295,28 +295,6 @@ def teacher_frame(data: dict[str, Any]) -> pd.DataFrame:
                           "train_entropy_at_T": r.get("train_set", {}).get("entropy_at_T", nan)} for r in rows])
 
 
-def _select(frame: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
-    mask = pd.Series(True, index=frame.index)
-    for column, value in conditions.items():
-        mask &= frame[column].map(lambda v, want=value: pd.isna(v) if want is None else v == want).astype(bool)
-    return frame[mask]
-
-
-def seed_differences(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> pd.Series:
-    """Accuracy of ``treated`` minus ``baseline`` runs (percentage points), seed by seed."""
-    a = _select(frame, **treated).set_index("seed").accuracy_pct
-    b = _select(frame, **baseline).set_index("seed").accuracy_pct
-    return (a - b).dropna()
-
-
-def gap(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> PairedGap:
-    """Paired gap (percentage points) of accuracy between two kinds of run, matched by seed."""
-    a = _select(frame, **treated).set_index("seed").accuracy_pct
-    b = _select(frame, **baseline).set_index("seed").accuracy_pct
-    seeds = sorted(set(a.index) & set(b.index))
-    return paired_gap([a[s] for s in seeds], [b[s] for s in seeds])
-
-
 PLAIN = {"hidden": (300,), "batch_size": 32, "lr": 0.02}  # the students of sweeps 1-4
 DEFAULT_KD = {"temperature": KD_TEMPERATURE, "label_weight": KD_LABEL_WEIGHT, "epochs": 0, **PLAIN}
 
@@ -329,11 +307,11 @@ def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFra
     for n in sorted(frame.train_size.unique()):
         kd = dict(kind="kd", train_size=n, teacher=teacher, **DEFAULT_KD)
         no = dict(kind="nokd", train_size=n, epochs=0, **PLAIN)
-        if _select(frame, **kd).empty or _select(frame, **no).empty:
+        if matching_rows(frame, **kd).empty or matching_rows(frame, **no).empty:
             continue
-        g = gap(frame, kd, no)
-        lines.append({"labelled examples": n, "KD acc %": _select(frame, **kd).accuracy_pct.mean(),
-                      "labels-only acc %": _select(frame, **no).accuracy_pct.mean(), "gain": g.mean,
+        g = gap_by_seed(frame, kd, no)
+        lines.append({"labelled examples": n, "KD acc %": matching_rows(frame, **kd).accuracy_pct.mean(),
+                      "labels-only acc %": matching_rows(frame, **no).accuracy_pct.mean(), "gain": g.mean,
                       "CI low": g.low, "CI high": g.high,
                       "worst seed": seed_differences(frame, kd, no).min(), "seeds": g.n})
     return pd.DataFrame(lines)
@@ -398,9 +376,9 @@ def teacher_gains(data: dict[str, Any], train_size: int) -> pd.DataFrame:
     lines = []
     for name in teachers.index:
         kd = dict(kind="kd", train_size=train_size, teacher=name, **DEFAULT_KD)
-        if _select(frame, **kd).empty:
+        if matching_rows(frame, **kd).empty:
             continue
-        g = gap(frame, kd, no)
+        g = gap_by_seed(frame, kd, no)
         lines.append({"teacher": name, **teachers.loc[name].to_dict(), "gain": g.mean, "CI low": g.low,
                       "CI high": g.high, "seeds": g.n})
     return pd.DataFrame(lines)
@@ -412,13 +390,14 @@ def smoothing_vs_kd(data: dict[str, Any]) -> pd.DataFrame:
     frame = student_frame(data)
     teacher = data["provenance"]["scale"]["main_teacher"]
     lines = []
-    for n in sorted(_select(frame, kind="smooth").train_size.unique()):
-        smooth = _select(frame, kind="smooth", train_size=n)
+    for n in sorted(matching_rows(frame, kind="smooth").train_size.unique()):
+        smooth = matching_rows(frame, kind="smooth", train_size=n)
         best = smooth.groupby("label_smoothing").accuracy_pct.mean().idxmax()
         sm = dict(kind="smooth", train_size=n, label_smoothing=best, epochs=0, **PLAIN)
         no = dict(kind="nokd", train_size=n, epochs=0, **PLAIN)
         kd = dict(kind="kd", train_size=n, teacher=teacher, **DEFAULT_KD)
-        smooth_gain, kd_gain, kd_over_smooth = gap(frame, sm, no), gap(frame, kd, no), gap(frame, kd, sm)
+        smooth_gain, kd_gain = gap_by_seed(frame, sm, no), gap_by_seed(frame, kd, no)
+        kd_over_smooth = gap_by_seed(frame, kd, sm)
         lines.append({"labelled examples": n, "best eps": best, "smoothing gain": smooth_gain.mean,
                       "smoothing CI": f"[{smooth_gain.low:+.2f}, {smooth_gain.high:+.2f}]",
                       "KD gain": kd_gain.mean, "KD over smoothing": kd_over_smooth.mean,
@@ -432,8 +411,8 @@ def smoothing_vs_kd(data: dict[str, Any]) -> pd.DataFrame:
 def grid(data: dict[str, Any], train_size: int, statistic: str = "mean") -> pd.DataFrame:
     """Sweep 4: accuracy (%) of the KD student for each (T, label_weight), main teacher: the mean over
     seeds, or with ``statistic="std"`` their standard deviation."""
-    frame = _select(student_frame(data), kind="kd", train_size=train_size,
-                    teacher=data["provenance"]["scale"]["main_teacher"], epochs=0, **PLAIN)
+    frame = matching_rows(student_frame(data), kind="kd", train_size=train_size,
+                          teacher=data["provenance"]["scale"]["main_teacher"], epochs=0, **PLAIN)
     return frame.pivot_table(index="temperature", columns="label_weight", values="accuracy_pct", aggfunc=statistic)
 
 
@@ -444,8 +423,8 @@ def anchor_errors(data: dict[str, Any]) -> tuple[pd.Series, pd.Series]:
     """Sweep 5: test errors of the 800-800 students, labels only and distilled, one per seed."""
     frame = student_frame(data)
     select = dict(hidden=ANCHOR["hidden"], batch_size=ANCHOR["batch_size"], lr=ANCHOR["lr"])
-    return (_select(frame, kind="nokd", **select).set_index("seed").errors,
-            _select(frame, kind="kd", teacher=ANCHOR_TEACHER, **select).set_index("seed").errors)
+    return (matching_rows(frame, kind="nokd", **select).set_index("seed").errors,
+            matching_rows(frame, kind="kd", teacher=ANCHOR_TEACHER, **select).set_index("seed").errors)
 
 
 def anchor_table(data: dict[str, Any]) -> pd.DataFrame:
