@@ -99,7 +99,7 @@ def _covers_data(ax, box: Bbox) -> bool:
 def layout_problems(fig: Figure, screen_px: float = 360, min_text_px: float = 8.0) -> list[str]:
     """What would make ``fig`` hard to read when shown ``screen_px`` pixels wide (a phone).
 
-    Reports text whose letters would be under ``min_text_px`` pixels tall, pairs of texts
+    Reports text whose font would be smaller than ``min_text_px`` pixels, pairs of texts
     that overlap (tick labels, annotations, titles) and legends drawn over the data. An empty
     list means none of these; it does not judge colours or content.
     """
@@ -111,7 +111,7 @@ def layout_problems(fig: Figure, screen_px: float = 360, min_text_px: float = 8.
     for text, _ in texts:
         size = text.get_fontsize() * fig.dpi / 72 * scale
         if size < min_text_px:
-            problems.append(f"text {text.get_text()!r} would be {size:.1f} px tall")
+            problems.append(f"text {text.get_text()!r} would be set in a {size:.1f}-px font")
     for (a, box_a), (b, box_b) in itertools.combinations(texts, 2):
         if box_a.padded(-1).overlaps(box_b.padded(-1)):
             problems.append(f"texts {a.get_text()!r} and {b.get_text()!r} overlap")

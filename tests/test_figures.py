@@ -1,4 +1,4 @@
-"""Every figure the book shows stays legible on a phone: text at least 8 px tall when the
+"""Every figure the book shows stays legible on a phone: fonts of at least 8 px when the
 figure is 360 px wide, no overlapping texts, no legend over the data.
 
 The figures are made by the functions the chapters call, from the committed result files
@@ -142,6 +142,6 @@ def test_layout_problems_finds_small_overlapping_text_and_covered_data():
         ax.text(0.2, 0.8, "another label")
     problems = " | ".join(figures.layout_problems(fig))
     plt.close(fig)
-    assert "px tall" in problems
+    assert "px font" in problems
     assert "'one label' and 'another label' overlap" in problems
     assert "covers data" in problems
