@@ -133,13 +133,17 @@ def sample_indices_per_class(labels: torch.Tensor, per_class: int, num_classes: 
     return torch.stack(rows)
 
 
-def legend_below(fig: Figure, ax=None, ncols: int = 2) -> None:
+def legend_below(fig: Figure, *axes, ncols: int = 2) -> None:
     """One legend for the figure, under its plots, where it cannot cover data.
 
-    The entries are those of ``ax`` (by default the first axes), so that panels that repeat
-    the same series list it once.
+    The entries are those of ``axes`` in order (by default the first axes alone), so that
+    panels that repeat the same series list it once.
     """
-    handles, labels = (ax or fig.axes[0]).get_legend_handles_labels()
+    handles, labels = [], []
+    for ax in axes or fig.axes[:1]:
+        more_handles, more_labels = ax.get_legend_handles_labels()
+        handles += more_handles
+        labels += more_labels
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False)
 
 

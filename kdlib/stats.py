@@ -64,19 +64,21 @@ def matching_rows(frame: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
     return frame[mask]
 
 
+def _by_seed(frame: pd.DataFrame, conditions: dict[str, Any], column: str) -> pd.Series:
+    """``column`` of the rows matching ``conditions``, indexed by their ``seed``."""
+    return matching_rows(frame, **conditions).set_index("seed")[column]
+
+
 def seed_differences(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any],
                      column: str = "accuracy_pct") -> pd.Series:
     """``column`` of the ``treated`` runs minus that of the ``baseline`` runs, seed by seed (the
     seeds both have; ``frame`` has one row per run with a ``seed`` column)."""
-    a = matching_rows(frame, **treated).set_index("seed")[column]
-    b = matching_rows(frame, **baseline).set_index("seed")[column]
-    return (a - b).dropna()
+    return (_by_seed(frame, treated, column) - _by_seed(frame, baseline, column)).dropna()
 
 
 def gap_by_seed(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any],
                 column: str = "accuracy_pct") -> PairedGap:
     """:func:`paired_gap` of ``treated`` minus ``baseline`` runs, matched by seed."""
-    a = matching_rows(frame, **treated).set_index("seed")[column]
-    b = matching_rows(frame, **baseline).set_index("seed")[column]
+    a, b = _by_seed(frame, treated, column), _by_seed(frame, baseline, column)
     seeds = sorted(set(a.index) & set(b.index))
     return paired_gap([a[s] for s in seeds], [b[s] for s in seeds])

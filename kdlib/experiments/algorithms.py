@@ -446,8 +446,7 @@ def plot_adversarial(curves: pd.DataFrame):
     bottom.set_xlabel("epoch")
     bottom.set_ylabel("accuracy (%)")
     bottom.set_title("Can the discriminator tell student from teacher?")
-    handles = top.get_legend_handles_labels()[0] + bottom.get_legend_handles_labels()[0]
-    fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncols=3, frameon=False)
+    legend_below(fig, top, bottom, ncols=3)
     return fig
 
 

@@ -29,8 +29,8 @@ from kdlib.augment import ImageBatchTransform
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.checkpoints import cached_model
 from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, load_cifar10
-from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.experiments import published_file
+from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import cifar_resnet, seeded
 from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
@@ -415,8 +415,7 @@ def plot_accuracy_vs_speedup(data: dict[str, Any]):
     right.set_xticks([], minor=True)
     right.set_xlabel("speed-up over the teacher")
     right.grid(axis="y", color="#dddddd")
-    handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    fig.legend(handles, [h.get_label() for h in handles], loc="outside lower center", ncols=2, frameon=False)
+    legend_below(fig, left, right)
     return fig
 
 

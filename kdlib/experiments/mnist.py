@@ -27,8 +27,8 @@ from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, load_mnist, normalize
-from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.experiments import published_file
+from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.threads import set_threads
@@ -397,14 +397,15 @@ def plot_accuracy(data: dict[str, Any]):
 
     kd, nokd = student_rows(data, "kd"), student_rows(data, "nokd")
     fig, (left, right) = plt.subplots(1, 2, figsize=(COLUMN_INCHES, 3.6), sharey=True)
-    colors = {"KD": "C0", "no KD": "C1"}
-    for frame, label, marker in ((kd, "KD (label_weight 0.5)", "o"), (nokd, "no KD", "s")):
+    kd_color, nokd_color = "C0", "C1"
+    for frame, label, marker, color in ((kd, "KD (label_weight 0.5)", "o", kd_color),
+                                        (nokd, "no KD", "s", nokd_color)):
         sel = frame[(frame.epochs == 3) & (frame.batch_size == 32)]
-        if label.startswith("KD"):
+        if frame is kd:
             sel = sel[sel.temperature == 3.5]
         stats = sel.groupby("hidden").accuracy.agg(["mean", "std"]).fillna(0) * 100
         left.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt=marker + "-", capsize=3,
-                      label=label, color=colors[label.split(" (")[0]])
+                      label=label, color=color)
     left.set_xscale("log")
     left.set_xticks([50, 300, 600], ["50", "300", "600"])
     left.set_xticks([], minor=True)
@@ -413,9 +414,9 @@ def plot_accuracy(data: dict[str, Any]):
     left.set_title("width (T = 3.5)")
     sel = kd[(kd.hidden == 300) & (kd.epochs == 3) & (kd.batch_size == 32)]
     stats = sel.groupby("temperature").accuracy.agg(["mean", "std"]).fillna(0) * 100
-    right.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt="o-", capsize=3, color=colors["KD"])
+    right.errorbar(stats.index, stats["mean"], yerr=stats["std"], fmt="o-", capsize=3, color=kd_color)
     plain = nokd[(nokd.hidden == 300) & (nokd.epochs == 3) & (nokd.batch_size == 32)].accuracy * 100
-    right.axhline(plain.mean(), color=colors["no KD"], ls="--")
+    right.axhline(plain.mean(), color=nokd_color, ls="--")
     right.set_xscale("log")
     right.set_xticks([1, 3.5, 10], ["1", "3.5", "10"])
     right.set_xticks([], minor=True)
