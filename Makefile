@@ -3,6 +3,8 @@
 #   make test   - set up, then run kdlib's unit tests and nbval over every chapter
 # and for instructors:
 #   make student - the student edition (solutions removed): notebooks and HTML in _build/student
+#   make assignments - Otter-Grader assignments per chapter (student notebooks, autograders)
+#   make pdf     - the whole book as one PDF, _build/pdf/book.pdf (after make book)
 # Both create .venv and install the pinned environment on first use.
 
 PYTHON ?= python3.11
@@ -19,7 +21,7 @@ endif
 export KDLIB_PROFILE ?= quick
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: setup test unit book browser student full lock clean
+.PHONY: setup test unit book browser student assignments pdf full lock clean
 
 setup: $(STAMP)
 
@@ -52,8 +54,18 @@ browser: $(STAMP)
 	$(BIN)/python tests/browser_check.py --html _build/html --shots _build/screenshots
 
 student: $(STAMP)
-	$(BIN)/python -m kdlib.editions student --out _build/student
-	$(BIN)/jupyter-book build _build/student -W -n --keep-going
+	$(BIN)/python -m kdlib.editions student --out _build/student --html
+
+# One Otter-Grader assignment per chapter: _build/assignments/<chapter>/{student,autograder}.
+assignments: $(STAMP)
+	$(BIN)/python -m kdlib.assignments --out _build/assignments
+
+# The book as one PDF, printed by headless Chromium from _build/html (run make book first),
+# then checked (page count, chapter titles, figures, bibliography, no raw TeX).
+pdf: $(STAMP)
+	test -f _build/mathjax/node_modules/mathjax/es5/tex-mml-chtml.js || npm install --silent --prefix _build/mathjax mathjax@3
+	$(BIN)/python tests/book_pdf.py --html _build/html --out _build/pdf/book.pdf
+	$(BIN)/python -m pytest tests/test_pdf.py -q
 
 full: $(STAMP)
 	$(BIN)/python -m kdlib.experiments mnist --profile full

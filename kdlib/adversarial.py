@@ -11,7 +11,10 @@ outputs:
 
 :class:`AdversarialTerm` holds ``D`` and its optimiser. Passed to :func:`kdlib.train.train` as
 ``extra_loss``, it makes one discriminator step per batch and returns the student's adversarial
-term; the teacher is frozen, so no gradient reaches it.
+term; the teacher is frozen, so no gradient reaches it. It is also a term of :mod:`kdlib.terms`
+(``"adversarial"``: ``train(..., terms=[...])``), whose :meth:`~AdversarialTerm.end_epoch`
+``train`` then calls after every epoch; it has no parameters for the student's optimiser (the
+discriminator has its own).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from kdlib.terms import Step, Term, register_term
 
 
 class Discriminator(nn.Module):
@@ -36,27 +41,41 @@ class Discriminator(nn.Module):
         return self.net(torch.cat([probabilities, one_hot], dim=1)).squeeze(1)
 
 
-class AdversarialTerm:
-    """The adversarial part of the loss, for :func:`kdlib.train.train`'s ``extra_loss``.
+@register_term("adversarial")
+class AdversarialTerm(Term):
+    """The adversarial part of the loss: a term of :mod:`kdlib.terms`, or an ``extra_loss``.
 
     ``weight``: the adversarial term's weight in the student's loss; ``temperature``: the
     softening of both distributions before ``D`` sees them; ``lr``: the discriminator's Adam
-    learning rate. :attr:`history` holds, per epoch (call :meth:`end_epoch`), the discriminator's
-    accuracy on the batches it saw: near 0.5 means it cannot tell student from teacher.
+    learning rate. :attr:`history` holds, per epoch (call :meth:`end_epoch`; ``train`` calls it
+    when the term is in its ``terms``), the discriminator's accuracy on the batches it saw: near
+    0.5 means it cannot tell student from teacher.
+
+    Called with a :class:`~kdlib.terms.Step` it returns the term before its weight (the
+    protocol); called as ``term(logits, teacher_logits, labels)`` (``train``'s ``extra_loss``, the
+    older path) it returns ``weight`` times it.
     """
 
     def __init__(self, num_classes: int, weight: float = 0.1, temperature: float = 4.0, lr: float = 1e-3,
                  seed: int = 0) -> None:
         if not weight > 0 or not temperature > 0 or not lr > 0:
             raise ValueError(f"weight, temperature and lr must be > 0, got {weight}, {temperature}, {lr}")
+        super().__init__(weight)
         torch.manual_seed(seed)
         self.discriminator = Discriminator(num_classes)
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.weight, self.temperature = weight, temperature
+        self.temperature = temperature
         self.history: list[float] = []
         self._correct, self._seen = 0.0, 0
 
-    def __call__(self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor | None) -> Tensor:
+    def __call__(self, step: Step | Tensor, teacher_logits: Tensor | None = None,
+                 labels: Tensor | None = None) -> Tensor:
+        if isinstance(step, Step):
+            return self.loss(step.logits, step.teacher_logits, step.labels)
+        return self.weight * self.loss(step, teacher_logits, labels)
+
+    def loss(self, student_logits: Tensor, teacher_logits: Tensor | None, labels: Tensor | None) -> Tensor:
+        """One discriminator step, then the student's term (before its weight)."""
         if teacher_logits is None or labels is None:
             raise ValueError("adversarial distillation needs a teacher and labels (its discriminator is "
                              "conditioned on the label)")
@@ -75,7 +94,7 @@ class AdversarialTerm:
             self._seen += 2 * len(real)
         # 2. the student's term: make the (updated) discriminator call its outputs the teacher's
         fooled = d(p_student, labels)
-        return self.weight * F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+        return F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
 
     def end_epoch(self) -> float:
         """Record and return the discriminator's accuracy over the epoch, and start a new count."""

@@ -1,10 +1,18 @@
 """Trained models cached on disk, keyed by everything that determines them, verified on load.
 
-A teacher that took minutes to train is saved once and reused by later runs. The file name
-carries a hash of the *key* (architecture, training configuration, data source, profile, kdlib
-version...), so a changed recipe never finds an old file; the file stores the key itself and a
-SHA-256 checksum is written beside it. On load the checksum and the key are compared: a
-corrupt, truncated or foreign file is retrained (with a warning), never served.
+A teacher that took minutes (or hours) to train is saved once and reused by later runs. The file
+name carries a hash of the *key* (architecture, training configuration, data source, profile,
+kdlib version...), so a changed recipe never finds an old file; the file stores the key itself.
+
+One file holds everything: a first line ``kdlib-checkpoint 1 <sha256>`` with the SHA-256 of the
+rest, then the ``torch.save`` payload (weights, key, info). It is written by one atomic rename
+(:func:`kdlib.results.atomic_write_bytes`), so a load during a save reads either the old file or
+the new one, whole, and two runs saving at once leave one consistent file: weights and checksum
+can never disagree. On load the checksum and the key are compared: a corrupt, truncated or
+foreign file is retrained (with a warning), never served, and so is a file whose parameter
+names are not the model's (a network whose layout changed, e.g. when ``cifar_resnet`` got named
+stages): such a file is refused before anything is loaded. Files of older kdlib versions (the
+payload alone, its checksum in a ``.sha256`` file beside it) are still read.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ from kdlib.data import cache_dir
 from kdlib.errors import path_error
 from kdlib.results import atomic_write_bytes
 
+MAGIC = b"kdlib-checkpoint 1 "
+"""The start of a checkpoint file; the SHA-256 of the payload (64 hex digits) and a newline follow."""
+HEADER_BYTES = len(MAGIC) + 64 + 1
+
 
 def key_digest(key: dict[str, Any]) -> str:
     """A short hash of a JSON-serialisable key (order of dict entries does not matter)."""
@@ -35,17 +47,35 @@ def checkpoint_path(name: str, key: dict[str, Any]) -> Path:
     return cache_dir() / "checkpoints" / f"{name}_{key_digest(key)}.pt"
 
 
-def save_checkpoint(path: Path, model: nn.Module, key: dict[str, Any], info: dict[str, Any]) -> None:
-    """Write the weights, key and info atomically, then the checksum file beside them. If the
-    cache cannot be written (read-only, full disk), warn and go on: the model is still in memory,
-    only the next run will have to train it again."""
+def encode_checkpoint(model: nn.Module, key: dict[str, Any], info: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint file: the header line with the payload's checksum, then the payload."""
     buffer = io.BytesIO()
     torch.save({"state_dict": model.state_dict(), "key": json.dumps(key, sort_keys=True, default=str),
                 "info": json.dumps(info)}, buffer)
-    data = buffer.getvalue()
+    payload = buffer.getvalue()
+    return MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+
+
+def verified_payload(path: Path, data: bytes) -> bytes:
+    """The payload of the checkpoint file ``path`` (content ``data``), after checking its checksum
+    (``ValueError`` if it does not match)."""
+    if data.startswith(MAGIC):
+        expected, payload = data[len(MAGIC):HEADER_BYTES - 1].decode("ascii", "replace"), data[HEADER_BYTES:]
+    else:  # an older kdlib's file: the checksum is in <name>.sha256
+        expected, payload = path.with_suffix(".sha256").read_text().strip(), data
+    if hashlib.sha256(payload).hexdigest() != expected:
+        raise ValueError("its checksum does not match")
+    return payload
+
+
+def save_checkpoint(path: Path, model: nn.Module, key: dict[str, Any], info: dict[str, Any]) -> None:
+    """Write the weights, key, info and their checksum in one atomic step. If the cache cannot be
+    written (read-only, full disk), warn and go on: the model is still in memory, only the next
+    run will have to train it again."""
     try:
-        atomic_write_bytes(path, data)
-        atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+        atomic_write_bytes(path, encode_checkpoint(model, key, info), "a model checkpoint in the cache",
+                           "Set KDLIB_CACHE to a writable folder")
+        path.with_suffix(".sha256").unlink(missing_ok=True)  # an older kdlib's checksum file, now stale
     except OSError as exc:
         error = path_error("write", path, "a model checkpoint in the cache", exc,
                            "Set KDLIB_CACHE to a writable folder to keep trained teachers between runs")
@@ -58,13 +88,15 @@ def load_checkpoint(path: Path, model: nn.Module, key: dict[str, Any]) -> dict[s
     if not path.exists():
         return None
     try:
-        data = path.read_bytes()
-        expected = path.with_suffix(".sha256").read_text().strip()
-        if hashlib.sha256(data).hexdigest() != expected:
-            raise ValueError("its checksum does not match")
-        stored = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        payload = verified_payload(path, path.read_bytes())
+        stored = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         if stored["key"] != json.dumps(key, sort_keys=True, default=str):
             raise ValueError("it was made for another configuration")
+        names, expected = set(stored["state_dict"]), set(model.state_dict())
+        if names != expected:  # checked before loading anything: a model is never half loaded
+            raise ValueError(f"its parameter names differ from the model's (saved from another layout of the "
+                             f"network, e.g. {sorted(names - expected)[:2]} instead of "
+                             f"{sorted(expected - names)[:2]})")
         model.load_state_dict(stored["state_dict"])
         return json.loads(stored["info"])
     except Exception as exc:  # noqa: BLE001 - any damage means: retrain

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from typing import Callable
 from unittest import mock
 
@@ -338,10 +339,39 @@ def plot_curves_vs_n(table, group: str, y: str, low: str, high: str, ylabel: str
     return fig
 
 
+_NUMBER_CHARS = r"[\s\d.,+\-−–±%×x\[\]()/]*"  # digits, signs, brackets, separators
+_NUMBER_TEXT = re.compile(_NUMBER_CHARS + r"\d" + _NUMBER_CHARS)
+"""Text that is only formatted numbers: ``"+4.4"``, ``"1,500"``, ``"[+0.02, +0.23]"``, ``"2.5x"``."""
+
+
+def _is_numeric_column(column) -> bool:
+    """Whether a table column holds numbers: a numeric dtype (not booleans), or text that is
+    only formatted numbers (see ``_NUMBER_TEXT``; ``1e-3`` counts, blanks and dashes are
+    skipped)."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    if is_bool_dtype(column):
+        return False
+    if is_numeric_dtype(column):
+        return True
+    blank = {"", "-", "–", "—"}
+    values = [v for v in column.dropna() if not (isinstance(v, str) and v.strip() in blank)]
+
+    def is_number(value) -> bool:
+        if isinstance(value, str):
+            mantissa = re.sub(r"(?<=\d)e[+-]?(?=\d)", "", value)  # drop the e- of 1e-3
+            return _NUMBER_TEXT.fullmatch(mantissa) is not None
+        return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+    return bool(values) and all(is_number(value) for value in values)
+
+
 def show_table(frame, digits: int = 2, formats: dict | None = None):
-    """A table for reading: numbers with ``digits`` decimals (or ``formats`` per column),
-    thousands separators, no index column, cells spaced apart and right-aligned. The HTML ids are derived from the columns, so the
-    same table renders to the same HTML on every run (nbval compares it)."""
+    """A table for reading, in the book's one table style: numbers with ``digits`` decimals (or
+    ``formats`` per column), integers with thousands separators, no index column, numeric
+    columns right-aligned and text columns left-aligned. The HTML ids are derived from the
+    columns, so the same table renders to the same HTML on every run (nbval compares it); the
+    book's stylesheet (``book/_static/readable.css``) makes the cells compact on a phone."""
     import hashlib
 
     uuid = hashlib.sha256("|".join(map(str, frame.columns)).encode()).hexdigest()[:8]
@@ -350,6 +380,10 @@ def show_table(frame, digits: int = 2, formats: dict | None = None):
     styler = frame.style.format(precision=digits, thousands=",", na_rep="", subset=others)
     if formats:
         styler = styler.format(formats, na_rep="", subset=list(formats))
-    spacing = [{"selector": "th, td", "props": "padding: 0.15em 0.45em; text-align: right;"},
-               {"selector": "th", "props": "border-bottom: 1px solid #999;"}]
-    return styler.hide(axis="index").set_uuid(uuid).set_table_styles(spacing)
+    styles = [{"selector": "th, td", "props": "padding: 0.15em 0.45em; text-align: right;"},
+              {"selector": "th", "props": "border-bottom: 1px solid #999;"}]
+    text = [i for i in range(frame.shape[1]) if not _is_numeric_column(frame.iloc[:, i])]
+    if text:
+        selector = ", ".join(f"th.col{i}, td.col{i}" for i in text)
+        styles.append({"selector": selector, "props": "text-align: left;"})
+    return styler.hide(axis="index").set_uuid(uuid).set_table_styles(styles)

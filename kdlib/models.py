@@ -3,26 +3,46 @@
 * :func:`mlp`: fully connected networks for MNIST: the report's teacher 784-1200-1200-10 and its
   one-hidden-layer students 784-H-10 (H = 50, 300, 600).
 * :func:`cifar_resnet`: ResNets for CIFAR-10 with a configurable number of blocks per stage
-  (zero included), first-stage stride and width.
+  (zero included), first-stage stride and width, with named stages;
+* :class:`Ensemble`: several trained models as one teacher (averaged logits or probabilities).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 
+class MaxNormLinear(nn.Linear):
+    """A linear layer whose units' incoming weight vectors are used with a norm of at most
+    ``max_norm`` (Srivastava et al.'s max-norm constraint, which Hinton et al. (2015) used with
+    dropout). The rescaling is applied in the forward pass (``torch.renorm``), so it needs no
+    change to the optimiser and the saved weights are those of an ordinary ``nn.Linear``."""
+
+    def __init__(self, in_features: int, out_features: int, max_norm: float) -> None:
+        super().__init__(in_features, out_features)
+        if not max_norm > 0:
+            raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
+        self.max_norm = max_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = torch.renorm(self.weight, p=2, dim=0, maxnorm=self.max_norm)
+        return nn.functional.linear(x, weight, self.bias)
+
+
 def mlp(hidden: list[int] | tuple[int, ...], in_features: int = 784, num_classes: int = 10,
-        dropout: float = 0.0, input_dropout: float = 0.0) -> nn.Sequential:
+        dropout: float = 0.0, input_dropout: float = 0.0,
+        max_norm: float | None = None) -> nn.Sequential:
     """A ReLU multilayer perceptron ``in_features -> hidden[0] -> ... -> num_classes``.
 
     The input is flattened first, so the network takes images ``(N, 1, 28, 28)`` directly.
     ``dropout`` (a probability) is applied after every hidden layer when it is above 0, and
     ``input_dropout`` to the input pixels (Hinton et al.'s teacher used 0.2 there, 0.5 after
-    the hidden layers).
+    the hidden layers). ``max_norm``: the hidden layers are :class:`MaxNormLinear`.
     """
     if isinstance(hidden, int) or not isinstance(hidden, (list, tuple)):
         raise ValueError(f"hidden must be a list of layer widths, e.g. [300], got {hidden!r}")
@@ -38,7 +58,8 @@ def mlp(hidden: list[int] | tuple[int, ...], in_features: int = 784, num_classes
         layers.append(nn.Dropout(input_dropout))
     width = in_features
     for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
+        linear = nn.Linear(width, h) if max_norm is None else MaxNormLinear(width, h, max_norm)
+        layers += [linear, nn.ReLU()]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = h
@@ -56,6 +77,38 @@ def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class Ensemble(nn.Module):
+    """A teacher made of several trained models, used as one network.
+
+    ``average="logits"``: the mean of the members' logits. ``average="probabilities"``: logits
+    whose softened softmax at ``temperature`` is the mean of the members' softened softmaxes,
+    ``T * log(mean_i softmax(z_i / T))``, computed with ``logsumexp`` (no probability underflows
+    to a log of zero); distil from it at the same ``T``. The members are frozen (eval mode, no
+    gradients): an ensemble is a teacher."""
+
+    def __init__(self, members: list[nn.Module] | tuple[nn.Module, ...], average: str = "logits",
+                 temperature: float = 1.0) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member model")
+        if average not in ("logits", "probabilities"):
+            raise ValueError(f"average must be 'logits' or 'probabilities', got {average!r}")
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        self.members = nn.ModuleList(members)
+        self.average, self.temperature = average, float(temperature)
+        for p in self.members.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.stack([member(x).float() for member in self.members])  # (members, N, classes)
+        if self.average == "logits":
+            return logits.mean(dim=0)
+        t = self.temperature
+        return t * (torch.logsumexp(torch.log_softmax(logits / t, dim=-1), dim=0) - math.log(len(logits)))
 
 
 class BasicBlock(nn.Module):
@@ -102,6 +155,21 @@ def shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
 
 
+STAGES = ("stage1", "stage2", "stage3", "stage4")
+"""The names of a :func:`cifar_resnet`'s four stages (a stage with zero blocks is left out)."""
+
+
+def stem_channels(width: float) -> int:
+    """Channels of the stem's 3x3 convolution: 64 times ``width``, at least 8."""
+    return max(8, round(64 * width))
+
+
+def stage_channels(stage: int, width: float) -> int:
+    """Channels of the blocks of stage ``stage`` (1 to 4) before the block's expansion: 64, 128,
+    256, 512 times ``width``, at least 4. The one place the width formula is written."""
+    return max(4, round(64 * 2 ** (stage - 1) * width))
+
+
 def cifar_resnet(blocks: list[int] | tuple[int, ...], block: str = "bottleneck", stride: int = 1,
                  width: float = 1.0, num_classes: int = 10) -> nn.Sequential:
     """A ResNet for 32x32 images (3x3 stem, no max-pool), as in He et al. (2016) for CIFAR.
@@ -112,6 +180,12 @@ def cifar_resnet(blocks: list[int] | tuple[int, ...], block: str = "bottleneck",
     report's "stride of the base block"); later stages halve the resolution. ``block`` is
     ``"bottleneck"`` (ResNet-50: ``blocks=[3, 4, 6, 3]``) or ``"basic"`` (ResNet-18:
     ``[2, 2, 2, 2]``).
+
+    The network's children are named: ``stem`` (convolution, batch norm, ReLU), ``stage1`` to
+    ``stage4`` (the stages that have blocks, each an ``nn.Sequential`` of blocks) and ``head``
+    (average pooling, flattening, the linear classifier). ``model.stage2`` is the second stage,
+    ``model.head[-1]`` the classifier, and ``"stage2"`` is what a term's feature map names
+    (:mod:`kdlib.terms`); :func:`kdlib.features.stage_shapes` gives each stage's output shape.
     """
     kinds = {"bottleneck": Bottleneck, "basic": BasicBlock}
     if block not in kinds:
@@ -124,14 +198,17 @@ def cifar_resnet(blocks: list[int] | tuple[int, ...], block: str = "bottleneck",
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
     kind = kinds[block]
-    stem = max(8, round(64 * width))
-    layers: list[nn.Module] = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)]
-    in_channels = stem
-    for stage, count in enumerate(blocks):
-        channels = max(4, round(64 * 2**stage * width))
+    in_channels = stem_channels(width)
+    parts: dict[str, nn.Module] = {"stem": nn.Sequential(nn.Conv2d(3, in_channels, 3, 1, 1, bias=False),
+                                                         nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True))}
+    for number, count in enumerate(blocks, start=1):
+        if not count:
+            continue
+        channels, stage = stage_channels(number, width), []
         for i in range(count):
-            first_stride = (stride if stage == 0 else 2) if i == 0 else 1
-            layers.append(kind(in_channels, channels, first_stride))
+            first_stride = (stride if number == 1 else 2) if i == 0 else 1
+            stage.append(kind(in_channels, channels, first_stride))
             in_channels = channels * kind.expansion
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes)]
-    return nn.Sequential(*layers)
+        parts[STAGES[number - 1]] = nn.Sequential(*stage)
+    parts["head"] = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes))
+    return nn.Sequential(OrderedDict(parts))

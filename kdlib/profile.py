@@ -30,3 +30,28 @@ def current_profile() -> str:
     """The profile named by the ``KDLIB_PROFILE`` environment variable (default ``quick``; an
     empty value counts as unset)."""
     return check_profile(os.environ.get("KDLIB_PROFILE", "").strip().lower() or DEFAULT_PROFILE)
+
+
+SLOW_RUN_OPT_IN = "KDLIB_ALLOW_SLOW"
+"""Set to 1 (or pass ``--yes`` to ``python -m kdlib.experiments``) to start a paper-scale run on a CPU."""
+
+
+def slow_runs_allowed() -> bool:
+    """Whether the user opted in to runs of many hours (``KDLIB_ALLOW_SLOW=1``)."""
+    return os.environ.get(SLOW_RUN_OPT_IN, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def check_paper_on_cpu(profile: str, device: str, experiment: str, estimate: str | None = None) -> None:
+    """Refuse to start ``experiment`` at the ``paper`` profile on a CPU unless the user opted in
+    (:func:`slow_runs_allowed`): the paper's full-width networks are meant for a CUDA GPU, and on
+    a CPU they train for hours. ``estimate`` says how long, where it can be estimated."""
+    if profile != "paper" or device.startswith("cuda") or slow_runs_allowed():
+        return
+    from kdlib.errors import UsageError
+
+    cores = os.cpu_count() or 1
+    how_long = estimate or "many hours"
+    raise UsageError(
+        f"KDLIB_PROFILE=paper runs {experiment} at the report's own scale, meant for a CUDA GPU, but it would "
+        f"train on this machine's CPU ({cores} cores): {how_long}. To start it anyway pass --yes (or set "
+        f"{SLOW_RUN_OPT_IN}=1); for the book's published scale use --profile full (or KDLIB_PROFILE=full)")

@@ -157,6 +157,13 @@ def to_int8(model: nn.Module) -> nn.Module:
     if bits != 8:
         raise ValueError(f"only 8-bit QAT models can become integer models (this one has bits={bits}); "
                          "PyTorch's CPU backends have int8 kernels only, so narrower models stay simulated")
+    uncalibrated = [name for name, module in model.named_modules()
+                    if isinstance(getattr(module, "min_val", None), Tensor)
+                    and not torch.isfinite(module.min_val).all()]
+    if uncalibrated:
+        raise ValueError(f"the QAT model has not seen any data yet (its quantizers have no ranges, e.g. "
+                         f"{uncalibrated[0]!r}): train it, or at least run a few batches through it in train "
+                         "mode, before converting it to int8")
     torch.backends.quantized.engine = "x86" if "x86" in torch.backends.quantized.supported_engines else "fbgemm"
     with _quiet():
         return convert_fx(freeze(copy.deepcopy(model)))

@@ -1,72 +1,201 @@
-"""Result files with provenance, written atomically.
+"""Result files with provenance, written atomically as strict JSON.
 
 A result file is JSON: ``{"experiment": ..., "provenance": {...}, "rows": {row_id: {...}}}``.
 Rows are added one at a time as they finish, so an interrupted run loses at most the row in
 progress and a rerun skips the rows already there (resumable runs). ``wall_s`` is the wall time
 of every run on the file, updated at each write. Writes merge with what is on disk under a file
-lock, so concurrent runs on one file lose no row. Every write goes to a
-temporary file in the same directory and is then renamed over the target, so a reader never
-sees a half-written file.
+lock (``<file>.lock``), so concurrent runs on one file lose no row.
+
+Every write of kdlib (result files, checkpoints, caches) goes through :func:`atomic_write_bytes`:
+a temporary file in the same folder, renamed over the target, so a reader never sees a
+half-written file. A write through a symbolic link updates the link's target, an existing file
+keeps its permissions, and a read-only file is refused with a message, not replaced.
+
+Result files are strict JSON (no ``NaN`` or ``Infinity`` tokens, which most JSON readers
+reject). A row whose accuracy is not a finite number is refused: it is a failed run, not a
+result. Any other non-finite measurement (e.g. the mean confidence of an empty reliability bin)
+is written as ``null``, and the file lists where under ``non_finite_as_null``.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
 import platform
+import re
+import secrets
+import socket
+import stat
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from kdlib.errors import check_writable_file, path_error
+from kdlib.errors import PathError, UsageError, check_not_read_only, check_writable_file, path_error, write_target
 
 OUT_FIX = "Pass a writable --out path (or out= argument), or free space on its disk"
+STALE_TEMP_S = 3600.0
+"""A temporary file of an atomic write older than this (an hour; a write takes seconds) is a
+leftover of a killed writer and is removed."""
+LOCK_TIMEOUT_S = 60.0
+NULLS_KEY = "non_finite_as_null"
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file + rename in the same directory)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def temporary_path(target: Path) -> Path:
+    """``.<name>.<host>-<pid>.<random>.tmp`` beside ``target``: the writer's host and process id
+    in the name let a later writer recognise a leftover of a killed one."""
+    return target.with_name(f".{target.name}.{socket.gethostname()}-{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def is_stale_temporary(temp: Path, target_name: str) -> bool:
+    """A temporary file of a write to ``target_name`` that no running writer owns: its writer
+    (named in the file name) is not running on this host, or it is older than
+    :data:`STALE_TEMP_S`."""
+    try:
+        age = time.time() - temp.stat().st_mtime
+    except OSError:
+        return False
+    if age > STALE_TEMP_S:
+        return True
+    match = re.fullmatch(rf"\.{re.escape(target_name)}\.(?P<host>.+)-(?P<pid>\d+)\.[0-9a-f]+\.tmp", temp.name)
+    return bool(match) and match["host"] == socket.gethostname() and not process_alive(int(match["pid"]))
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporary files that killed writers of ``target`` left behind (best effort)."""
+    for temp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        if is_stale_temporary(temp, target.name):
+            temp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path | str, data: bytes, role: str = "a file kdlib writes",
+                       fix: str = "Pass another path") -> None:
+    """Write ``data`` to ``path`` atomically (temporary file + rename in the same folder).
+
+    Through a symbolic link the link's target is written. An existing file keeps its mode (a
+    private 0600 file stays private); a read-only one is refused with a
+    :class:`kdlib.errors.PathError`. Leftover temporary files of killed writers are removed.
+    """
+    target = write_target(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    check_not_read_only(path, role, fix)
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    remove_stale_temporaries(target)
+    temp = temporary_path(target)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        os.chmod(temp, mode)
+        os.replace(temp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 
+def non_finite_paths(obj: Any, where: str = "") -> list[str]:
+    """Where ``obj`` (nested dicts and lists) holds a float that is NaN or infinite, e.g.
+    ``["reliability.confidence[0]"]``."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [where or "(the value)"]
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() for p in non_finite_paths(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in non_finite_paths(v, f"{where}[{i}]")]
+    return []
+
+
+def with_nulls(obj: Any) -> Any:
+    """A copy of ``obj`` with every NaN or infinite float replaced by ``None`` (JSON ``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: with_nulls(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [with_nulls(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: Path | str, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically. A NaN or infinite number
+    is refused with a ``ValueError`` that says where it is (JSON has no token for it)."""
+    try:
+        text = json.dumps(obj, indent=1, sort_keys=False, allow_nan=False)
+    except ValueError as exc:
+        where = ", ".join(non_finite_paths(obj)[:5])
+        raise ValueError(f"cannot write {path}: {where} is not a finite number, and kdlib writes strict "
+                         "JSON (no NaN or Infinity); record such a value as None") from exc
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance
+
+
+def source_checkout() -> Path | None:
+    """The course repository's folder when kdlib is used from its working tree (an editable
+    install, or ``PYTHONPATH``): the folder above the package holds a ``pyproject.toml`` that
+    names kdlib. ``None`` when kdlib is installed as a package (``pip install``, Colab)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        text = (root / "pyproject.toml").read_text()
+    except OSError:
+        return None
+    return root if re.search(r'^name\s*=\s*"kdlib"\s*$', text, re.MULTILINE) else None
 
 
 def git_commit() -> str:
-    """The current git commit of the course repository, with ``+dirty`` when code (anything
-    outside ``results/``) has uncommitted changes. Outside a checkout (e.g. a copy of the tree on
-    a GPU machine) it is ``KDLIB_GIT_COMMIT`` if set, else ``unknown``."""
+    """The git commit of the course repository kdlib runs from, with ``+dirty`` when code
+    (anything outside ``results/``) has uncommitted changes. In a copy of the tree without git
+    (e.g. on a GPU machine) it is ``KDLIB_GIT_COMMIT`` if set, else ``unknown``; for an
+    installed package it is ``unknown`` (``kdlib_version`` in the provenance says which kdlib
+    ran), never the commit of some repository that happens to enclose ``site-packages``."""
+    root = source_checkout()
+    if root is None:
+        return "unknown"
+    fallback = os.environ.get("KDLIB_GIT_COMMIT", "unknown")
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=root)
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-        if out.returncode != 0:
-            return os.environ.get("KDLIB_GIT_COMMIT", "unknown")
-        commit = out.stdout.strip()
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root:
+            return fallback  # not a repository, or the tree lies inside another one
+        commit = git("rev-parse", "HEAD").stdout.strip()
+        if not commit:
+            return fallback
         # changes to result files themselves do not make the code "dirty"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                               capture_output=True, text=True, timeout=10,
-                               cwd=Path(__file__).resolve().parent).stdout.strip()
-        return commit + ("+dirty" if dirty and commit != "unknown" else "")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results").stdout.strip()
+        return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("KDLIB_GIT_COMMIT", "unknown")
+        return fallback
 
 
 def environment() -> dict[str, Any]:
@@ -94,9 +223,13 @@ def environment() -> dict[str, Any]:
 
 
 def new_provenance(command: str | None = None, **extra: Any) -> dict[str, Any]:
-    """Provenance for a result file started now: command, git commit, environment, time."""
+    """Provenance for a result file started now: command, kdlib's version, git commit (in a
+    checkout), environment, time."""
+    import kdlib
+
     return {
         "command": command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "kdlib_version": kdlib.__version__,
         "git_commit": git_commit(),
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": environment(),
@@ -104,26 +237,63 @@ def new_provenance(command: str | None = None, **extra: Any) -> dict[str, Any]:
     }
 
 
+def data_kind(source: str) -> str:
+    """Which copy of the data a dataset's ``source`` names, without its folder or checks, e.g.
+    ``"original MNIST IDX files"`` or ``"the course mirror cifar10-jpeg.tgz"``."""
+    return source.split(" (")[0].split(" from ")[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Result files
+
+
+def shape_problem(data: Any) -> str | None:
+    """What makes ``data`` (parsed JSON) not a result file, or ``None`` if it is one."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    if not isinstance(data.get("experiment"), str):
+        return "it has no 'experiment' name"
+    if not isinstance(data.get("provenance"), dict):
+        return "it has no 'provenance' object"
+    if not isinstance(data.get("rows"), dict):
+        return f"its 'rows' is a {type(data.get('rows')).__name__}, not an object of rows by id"
+    bad = next((key for key, row in data["rows"].items() if not isinstance(row, dict)), None)
+    if bad is not None:
+        return f"its row {bad!r} is a {type(data['rows'][bad]).__name__}, not an object"
+    if not isinstance(data.get("resumed", []), list) or not all(isinstance(r, dict) for r in data.get("resumed", [])):
+        return "its 'resumed' is not a list of provenance objects"
+    wall = data.get("wall_s", 0.0)
+    if isinstance(wall, bool) or not isinstance(wall, (int, float)):
+        return "its 'wall_s' is not a number"
+    return None
+
+
+def refuse_non_finite_accuracy(row_id: str, row: dict[str, Any], path: Path | None) -> None:
+    """A row whose accuracy (``accuracy``, ``accuracy_int8``, ...) is NaN or infinite is a failed
+    run: refuse it, so that no table averages it or counts it as done."""
+    for key, value in row.items():
+        if key.startswith("accuracy") and isinstance(value, float) and not math.isfinite(value):
+            where = f" of {path}" if path is not None else ""
+            raise ValueError(f"row {row_id!r}{where} has {key} = {value}: a result row needs a finite accuracy, "
+                             "so it is not recorded (the rows before it are kept). A NaN accuracy comes from "
+                             "NaN outputs of the model or an empty test set: fix that and rerun")
+
+
 class ResultFile:
     """A resumable JSON result file: rows keyed by an id, saved atomically after each row."""
 
     def __init__(self, path: Path | str | None, experiment: str, provenance: dict[str, Any]) -> None:
-        """Open (resume) or start the file at ``path``; with ``path=None`` rows stay in memory."""
+        """Open (resume) or start the file at ``path``; with ``path=None`` rows stay in memory.
+        Everything that would fail at the first save is checked now, before any training."""
         self.path = Path(path) if path is not None else None
         if self.path is not None:  # fail now, not after the first hour of training
             check_writable_file(self.path, "the result file", OUT_FIX)
+            self.check_lock()
         if self.path is not None and self.path.exists():
-            try:
-                self.data = json.loads(self.path.read_text())
-            except OSError as exc:
-                raise path_error("read", self.path, "the result file", exc, OUT_FIX) from exc
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{self.path} is not valid JSON ({exc}); move it away to start the run afresh"
-                ) from exc
-            if self.data.get("experiment") != experiment:
-                raise ValueError(
-                    f"{self.path} holds experiment {self.data.get('experiment')!r}, not {experiment!r}; "
+            self.data = self.read()
+            if self.data["experiment"] != experiment:
+                raise UsageError(
+                    f"{self.path} holds experiment {self.data['experiment']!r}, not {experiment!r}; "
                     "pass another --out path"
                 )
             self.check_same_scale(provenance)
@@ -134,6 +304,59 @@ class ResultFile:
         self._wall_before = float(self.data.get("wall_s", 0.0))
         self._opened = time.perf_counter()
 
+    @property
+    def target(self) -> Path:
+        """The file that is written: ``path``, or the target of a symbolic link at ``path``."""
+        assert self.path is not None
+        return write_target(self.path)
+
+    @property
+    def lock_path(self) -> Path:
+        """``<file>.lock`` beside the written file (one lock however the file is reached)."""
+        return self.target.with_name(self.target.name + ".lock")
+
+    def lock_error(self, problem: str, fix: str) -> PathError:
+        return PathError(f"cannot lock {self.lock_path}, the lock file of the result file {self.path} "
+                         f"({problem}). {fix}")
+
+    def check_lock(self) -> None:
+        """Take and release the file's lock once, so that a lock path that cannot work (a folder,
+        an unreadable file) is reported now, with a fix that works."""
+        from filelock import FileLock, Timeout
+
+        lock = self.lock_path
+        if lock.is_dir():
+            raise self.lock_error("it is a folder, not a file",
+                                  f"kdlib creates and uses that file itself: move the folder away "
+                                  f"(mv {lock} {lock}.old), then rerun")
+        try:
+            FileLock(str(lock), timeout=0).acquire().lock.release()
+        except Timeout:
+            pass  # another run is writing the file right now: fine, we will wait our turn
+        except OSError as exc:
+            raise self.unusable_lock(exc) from exc
+
+    def unusable_lock(self, exc: OSError) -> PathError:
+        return self.lock_error(exc.strerror or str(exc),
+                               f"It holds no data: make it readable and writable (chmod u+rw {self.lock_path}) "
+                               "or delete it, and kdlib creates it again")
+
+    def read(self) -> dict[str, Any]:
+        """The file's content, checked to be a result file (else a message naming the file and
+        what is wrong with it)."""
+        assert self.path is not None
+        fix = "pass another --out path, or move the file away to start the run afresh"
+        try:
+            data = json.loads(self.path.read_text())
+        except OSError as exc:
+            raise path_error("read", self.path, "the result file", exc, OUT_FIX) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{self.path} is not valid JSON ({exc}); {fix}") from exc
+        problem = shape_problem(data)
+        if problem is not None:
+            raise UsageError(f"{self.path} is valid JSON but not a kdlib result file: {problem}; {fix}")
+        return data
+
     def check_same_scale(self, provenance: dict[str, Any]) -> None:
         """Refuse to resume rows made at another profile, or with another value of a scale setting
         that both runs record (rows of two scales must not be mixed in one table)."""
@@ -142,11 +365,26 @@ class ResultFile:
         if old.get("profile") is not None and new.get("profile") is not None and old["profile"] != new["profile"]:
             differences.append(f"profile {old['profile']!r} (this run: {new['profile']!r})")
         old_scale, new_scale = old.get("scale") or {}, new.get("scale") or {}
-        differences += [f"{key} = {old_scale[key]!r} (this run: {new_scale[key]!r})"
-                        for key in sorted(set(old_scale) & set(new_scale)) if old_scale[key] != new_scale[key]]
+        if isinstance(old_scale, dict) and isinstance(new_scale, dict):
+            differences += [f"{key} = {old_scale[key]!r} (this run: {new_scale[key]!r})"
+                            for key in sorted(set(old_scale) & set(new_scale)) if old_scale[key] != new_scale[key]]
         if differences:
-            raise ValueError(f"{self.path} was made with {'; '.join(differences)}: its rows cannot be resumed "
+            raise UsageError(f"{self.path} was made with {'; '.join(differences)}: its rows cannot be resumed "
                              "at another scale; pass another --out path, or move the file away to start afresh")
+
+    def use_data_source(self, source: str, key: str = "data_source") -> None:
+        """Record which copy of the data the rows come from (``provenance[key]``), or, when the
+        file already names one, refuse another copy: rows of CIFAR-10's JPEG mirror and of its
+        original batches must not be mixed in one table, nor one's teacher replace the other's."""
+        recorded = self.data["provenance"].get(key)
+        if recorded is None:
+            self.data["provenance"][key] = source
+        elif data_kind(str(recorded)) != data_kind(source):
+            raise UsageError(
+                f"{self.path} holds rows made from {data_kind(str(recorded))}, but this run reads "
+                f"{data_kind(source)}: rows of two copies of the data cannot be mixed in one table. Point "
+                "KDLIB_DATA at the copy the file was made from, or pass another --out path (or move the file "
+                "away) to start afresh")
 
     @property
     def run_provenance(self) -> dict[str, Any]:
@@ -162,7 +400,9 @@ class ResultFile:
         return self.data["rows"][row_id]
 
     def put(self, row_id: str, row: dict[str, Any]) -> None:
-        """Add or replace a row and save the file at once."""
+        """Add or replace a row and save the file at once (a row with a non-finite accuracy is
+        refused with a ``ValueError``)."""
+        refuse_non_finite_accuracy(row_id, row, self.path)
         self.data["rows"][row_id] = row
         self.save()
 
@@ -171,16 +411,37 @@ class ResultFile:
         clash: they are newer). Called under the file's lock, just before writing."""
         if self.path is None or not self.path.exists():
             return
-        try:
-            on_disk = json.loads(self.path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{self.path} is not valid JSON ({exc}); move it away to start afresh") from exc
-        self.data["rows"] = {**on_disk.get("rows", {}), **self.data["rows"]}
+        on_disk = self.read()
+        self.data["rows"] = {**on_disk["rows"], **self.data["rows"]}
+        # what another run added to the provenance (a data source of its own) or to the list of
+        # resumed runs is kept too
+        self.data["provenance"] = {**on_disk["provenance"], **self.data["provenance"]}
+        def run_key(entry: Any) -> str:
+            return json.dumps([entry.get("started_utc"), entry.get("command")] if isinstance(entry, dict)
+                              else entry, default=str)
+
+        resumed = {run_key(r): r for r in on_disk.get("resumed", [])}
+        resumed.update({run_key(r): r for r in self.data.get("resumed", [])})  # ours win
+        if resumed:
+            self.data["resumed"] = list(resumed.values())
+        nulls = {**on_disk.get(NULLS_KEY, {}), **self.data.get(NULLS_KEY, {})}
+        if nulls:
+            self.data[NULLS_KEY] = nulls
 
     def set(self, key: str, value: Any) -> None:
         """Set a top-level entry (e.g. total wall time) and save."""
         self.data[key] = value
         self.save()
+
+    def nulls_for_non_finite(self) -> None:
+        """Replace NaN and infinite measurements in the rows by ``None`` (JSON ``null``) and list
+        where under :data:`NULLS_KEY`, so that the file stays strict JSON."""
+        for row_id, row in self.data["rows"].items():
+            paths = non_finite_paths(row)
+            if paths:
+                self.data["rows"][row_id] = with_nulls(row)
+                listed = self.data.setdefault(NULLS_KEY, {}).get(row_id, [])
+                self.data[NULLS_KEY][row_id] = listed + [p for p in paths if p not in listed]
 
     def save(self) -> None:
         """Write the file (with the wall time so far) atomically. An advisory lock on
@@ -189,22 +450,37 @@ class ResultFile:
         self.data["wall_s"] = self._wall_before + time.perf_counter() - self._opened
         if self.path is None:
             return
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
+        lock = FileLock(str(self.lock_path), timeout=LOCK_TIMEOUT_S)
+        resume = "(the rows finished so far are in memory: rerun to resume)"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(self.path) + ".lock", timeout=60):
-                self.merge_from_disk()
-                self.remove_orphans()
-                atomic_write_json(self.path, self.data)
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except Timeout as exc:
+            raise self.lock_error(f"another run has held it for {LOCK_TIMEOUT_S:.0f} s",
+                                  f"Wait for that run, or pass another --out path {resume}") from exc
         except OSError as exc:
-            raise path_error("write", self.path, "the result file", exc,
-                             f"{OUT_FIX} (the rows finished so far are in memory: rerun to resume)") from exc
+            if self.lock_path.is_dir():
+                raise self.lock_error("it is a folder, not a file",
+                                      f"Move the folder away (mv {self.lock_path} {self.lock_path}.old) {resume}") from exc
+            raise self.unusable_lock(exc) from exc
+        try:
+            self.merge_from_disk()
+            self.remove_orphans()
+            self.nulls_for_non_finite()
+            atomic_write_json(self.path, self.data)
+        except PathError:
+            raise
+        except OSError as exc:
+            raise path_error("write", self.path, "the result file", exc, f"{OUT_FIX} {resume}") from exc
+        finally:
+            lock.release()
 
     def remove_orphans(self) -> None:
         """Delete temporary files that a killed writer left behind. Called under the lock, so no
         other writer of this file is in the middle of writing one."""
-        for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+        for orphan in self.target.parent.glob(f".{glob.escape(self.target.name)}.*.tmp"):
             orphan.unlink(missing_ok=True)
 
 
@@ -220,8 +496,6 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
     """How a result file was made, as short lines for a chapter: command (without its output
     path), code version (and the versions of any resumed runs), machine, libraries, data, and
     the summed training time of its rows."""
-    import re
-
     prov, env = data["provenance"], data["provenance"]["environment"]
     machine = env["cuda_device"] if prov.get("device", "cpu").startswith("cuda") and env.get("cuda_device") \
         else f"{env['processor']}, {env['cpu_count']} cores"
@@ -232,7 +506,7 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
              f"machine:    {machine}; {env['torch_threads']} training thread(s)",
              f"libraries:  torch {env['torch']}, numpy {env['numpy']}, python {env['python']}"]
     if "data_source" in prov:
-        lines.append(f"data:       {prov['data_source'].split(' (')[0].split(' from ')[0]}")
+        lines.append(f"data:       {data_kind(prov['data_source'])}")
     training = sum(row.get("train_wall_s", 0.0) for row in data["rows"].values())
     lines.append(f"rows:       {len(data['rows'])}; their training time {training / 60:.0f} min")
     return lines

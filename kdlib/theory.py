@@ -377,7 +377,8 @@ def same_sample_deltas(problem: DiscreteProblem, losses: np.ndarray, n: int, rep
     """What goes wrong when the teacher is fitted on the sample ``S`` itself (Lemma 2 assumes it
     is not): for each of ``repeats`` samples, a teacher is the (unsmoothed) label frequency at
     each ``x`` of ``S``. Returns ``Delta`` for the empirical risk, for the distilled risk with that
-    teacher, and the variance term Lemma 2 (a) would predict if that teacher were fixed."""
+    teacher, and the two terms of Lemma 2 (a) for that teacher taken as fixed: the variance term
+    and the squared bias (the lemma's value of ``E[Delta^2]`` is their sum)."""
     check_sample_size(repeats, "repeats")
     rng = np.random.default_rng(seed)
     x, y = problem.sample(rng, repeats, n)
@@ -391,8 +392,10 @@ def same_sample_deltas(problem: DiscreteProblem, losses: np.ndarray, n: int, rep
     distilled = (teachers[rows, x] * losses[x]).sum(-1).mean(-1) - risk
     per_x = (teachers * losses).sum(-1)  # (repeats, K)
     lemma_variance = ((per_x**2) @ problem.marginal - (per_x @ problem.marginal) ** 2) / n
+    bias = per_x @ problem.marginal - risk  # b(p^t) of each sample's teacher
     return {"empirical": empirical, "distilled (teacher fitted on S)": distilled,
-            "Lemma 2 (a) variance term, teacher taken as fixed": lemma_variance}
+            "Lemma 2 (a) variance term, teacher taken as fixed": lemma_variance,
+            "Lemma 2 (a) squared bias, teacher taken as fixed": bias**2}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,10 +1,16 @@
-"""One training loop for ordinary training and for offline distillation.
+"""One training loop for ordinary training, offline distillation and any method written as terms.
 
 The whole training set is a tensor in memory; each step draws a mini-batch by indexing it with a
 slice of a random permutation, so there is no per-sample Python. In offline distillation the
 teacher's logits are computed once, before training, as a tensor ``teacher_logits`` whose row
 ``i`` belongs to training example ``i``; the loop indexes inputs, labels and teacher logits with
 the *same* index tensor, so shuffling can never misalign them.
+
+The loss is a weighted sum of terms (:mod:`kdlib.terms`): the cross-entropy on the labels, the
+distillation term, and whatever a method adds (a hint, an attention map, a discriminator).
+Without ``terms=``, :func:`train` builds them from its :class:`TrainConfig`
+(:func:`config_terms`) and its ``extra_loss``, and trains exactly the weights it trained before
+terms existed (``tests/test_train_pinned.py`` checks this bit for bit).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import InitVar, asdict, dataclass, field, fields
 from typing import Any
 
@@ -20,8 +26,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from kdlib.losses import (check_label_smoothing, check_label_weight, check_temperature, distillation_loss,
-                          refuse_alpha, softmax_cross_entropy)
+import kdlib.contrastive  # noqa: F401  (registers the "crd" term)
+from kdlib.features import FeatureTap
+from kdlib.losses import check_label_smoothing, check_label_weight, check_temperature, refuse_alpha
+from kdlib.terms import ExtraLoss, ExtraLossTerm, KDTerm, LabelTerm, Step, Term, split_feature
+
+__all__ = ["BatchTransform", "EpochCallback", "ExtraLoss", "OptimizerFactory", "SchedulerFactory", "TrainConfig",
+           "TrainLog", "accuracy", "config_terms", "make_optimizer", "make_scheduler", "predict_logits", "train"]
 
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 """Turns a stored batch (e.g. uint8 images) into network input (e.g. augmented, normalised floats)."""
@@ -29,10 +40,11 @@ BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 EpochCallback = Callable[[int, nn.Module], dict[str, float] | None]
 """Called after each epoch with the epoch number (1-based) and the model; what it returns is kept."""
 
-ExtraLoss = Callable[[Tensor, "Tensor | None", "Tensor | None"], Tensor]
-"""An extra term of the loss (an adversarial or a hint loss: :mod:`kdlib.adversarial`,
-:mod:`kdlib.features`), called at every step with the student's logits, the teacher's logits
-(``None`` without a teacher) and the batch's labels (``None`` without labels)."""
+OptimizerFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
+"""Makes the optimiser from the parameters to train (the model's, then the terms')."""
+
+SchedulerFactory = Callable[[torch.optim.Optimizer], "torch.optim.lr_scheduler.LRScheduler | None"]
+"""Makes the learning-rate schedule of an optimiser; ``train`` steps it after every optimiser step."""
 
 DIVERGENCE_FACTOR = 10.0
 """An epoch whose mean loss exceeds the first epoch's by this factor triggers a divergence warning."""
@@ -101,48 +113,15 @@ class TrainConfig:
 
 @dataclass
 class TrainLog:
-    """What a training run measured: wall time, throughput, the mean loss of each epoch and what
-    the epoch callback (if any) returned after each epoch."""
+    """What a training run measured: wall time, throughput, the mean loss of each epoch, the mean
+    value of each term in each epoch (before its weight, by the term's name: ``term_losses[0]
+    ["kd"]``) and what the epoch callback (if any) returned after each epoch."""
 
     wall_s: float
     samples_per_s: float
     epoch_losses: list[float]
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Per-step learning-rate schedule: optional linear warm-up, then constant or cosine decay."""
-    warmup = config.warmup_epochs * steps_per_epoch
-    total = config.epochs * steps_per_epoch
-    if config.lr_schedule == "constant" and warmup == 0:
-        return None
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if config.lr_schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def check_aligned(inputs: Tensor, labels: Tensor | None, teacher_logits: Tensor | None) -> None:
-    n = len(inputs)
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"{n} inputs but {len(labels)} labels: they must be aligned row by row")
-    if teacher_logits is not None and len(teacher_logits) != n:
-        raise ValueError(f"{n} inputs but {len(teacher_logits)} rows of teacher logits: compute them "
-                         "with predict_logits(teacher, inputs) on the same training tensor")
+    term_losses: list[dict[str, float]] = field(default_factory=list)
 
 
 def train(
@@ -156,6 +135,10 @@ def train(
     teacher: nn.Module | None = None,
     on_epoch: EpochCallback | None = None,
     extra_loss: ExtraLoss | None = None,
+    *,
+    terms: Sequence[Term] | None = None,
+    optimizer: OptimizerFactory | None = None,
+    scheduler: SchedulerFactory | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on ``(inputs, labels)``, distilling from a teacher if one is given.
 
@@ -164,103 +147,81 @@ def train(
       (offline distillation without data augmentation);
     * ``teacher``: a frozen teacher run in eval mode, without gradients, on each transformed
       batch (needed when ``batch_transform`` augments the data, so that teacher and student see
-      the same augmented images).
+      the same augmented images, and for terms that read the teacher's feature maps).
 
-    With a teacher the loss is the distillation loss with ``config.temperature`` and
-    ``config.label_weight``; ``labels`` may be ``None`` when ``label_weight == 0`` (the teacher
-    alone). ``extra_loss(logits, teacher_logits, labels)``, if given, is added at every step.
+    The loss is the sum of ``term.weight * term(step)`` over ``terms`` (:mod:`kdlib.terms`); their
+    own parameters are trained with the model's, their ``end_epoch()`` is called after every
+    epoch. Without ``terms`` they are :func:`config_terms`: with a teacher, the distillation loss
+    with ``config.temperature`` and ``config.label_weight`` (``labels`` may be ``None`` when
+    ``label_weight == 0``), and ``extra_loss(logits, teacher_logits, labels)``, if given, is
+    added at every step. With ``terms``, any term may use the teacher (a method with no KD term
+    is allowed); ``config``'s loss settings, unless left at their defaults, must then be among
+    the terms (``[*config_terms(config, distilling=True), MyTerm()]``), so that the config
+    recorded with a result says what was trained.
+
+    ``optimizer(params)`` and ``scheduler(optimizer)``, if given, replace
+    :func:`make_optimizer` and :func:`make_scheduler`; the schedule is stepped after every step.
 
     The inputs of the loss are checked on the first step only (checks that read values force the
     CPU to wait for the device); after that, each epoch's mean loss is checked: a non-finite loss
     stops training with an error, a loss that grows tenfold gives a warning.
     """
-    if len(inputs) == 0:
-        raise ValueError("the training set is empty: pass at least one example")
-    check_aligned(inputs, labels, teacher_logits)
-    if teacher is not None and teacher_logits is not None:
-        raise ValueError("give either teacher_logits (precomputed) or teacher (run per batch), not both")
+    terms = resolve_terms(inputs, labels, config, teacher_logits, teacher, extra_loss, terms)
     if teacher is not None:
         teacher.eval()
-    distilling = teacher is not None or teacher_logits is not None
-    if distilling and config.label_weight == 1.0:
-        raise ValueError("label_weight=1 puts all the weight on the hard labels, so the teacher would be "
-                         "ignored (label_weight is the weight of the LABEL loss; the KD term gets "
-                         "1 - label_weight): pass no teacher, or lower label_weight (e.g. 0.5)")
-    if not distilling and config.label_weight != 1.0:
-        raise ValueError(f"label_weight={config.label_weight} mixes in a teacher, but no teacher (or "
-                         "teacher_logits) was given")
-    if labels is None and config.label_weight != 0.0:
-        raise ValueError("labels are needed unless label_weight == 0 (training on the teacher's outputs alone)")
-    if distilling and config.label_smoothing > 0:
-        raise ValueError("label_smoothing applies to training on labels alone; with a teacher set it to 0")
     torch.manual_seed(config.seed)
     # random numbers (order, augmentation) are drawn where the data live: no copies per step
     generator = torch.Generator(device=inputs.device).manual_seed(config.seed)
-    optimizer = make_optimizer(model, config)
+    params = trainable_parameters(model, terms)
+    opt = optimizer(params) if optimizer is not None else make_optimizer(params, config)
     steps_per_epoch = -(-len(inputs) // config.batch_size)
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+    schedule = scheduler(opt) if scheduler is not None else make_scheduler(opt, config, steps_per_epoch)
     model.train()
-    epoch_losses: list[float] = []
-    history: list[dict[str, float]] = []
+    log, names = TrainLog(wall_s=0.0, samples_per_s=0.0, epoch_losses=[]), term_names(terms)
     first_step = True
     start = time.perf_counter()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(inputs), generator=generator, device=inputs.device)
-        total, count = torch.zeros((), device=inputs.device), 0
-        for idx in tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
-                        disable=not progress, leave=False):
-            x = inputs[idx]
-            if batch_transform is not None:
-                x = batch_transform(x, generator)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision):
-                logits = model(x).float()
-                if teacher is not None:
-                    with torch.inference_mode():
-                        soft = teacher(x).float()
-                    soft = soft.clone()  # an inference tensor cannot be saved for backward
-                elif teacher_logits is not None:
-                    soft = teacher_logits[idx]
-            if not distilling:
-                loss = softmax_cross_entropy(logits, labels[idx],  # type: ignore[index]
-                                             config.label_smoothing, check=first_step)
-            else:
-                loss = distillation_loss(logits, soft, None if labels is None else labels[idx],
-                                         config.temperature, config.label_weight, check=first_step)
-            if extra_loss is not None:
-                loss = loss + extra_loss(logits, soft if distilling else None,
-                                         None if labels is None else labels[idx])
-            first_step = False
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.detach() * len(idx)
-            count += len(idx)
-        epoch_losses.append(check_epoch_loss(total.item() / count, epoch + 1, epoch_losses, config,
-                                             steps_per_epoch))
-        if on_epoch is not None:
-            history.append(on_epoch(epoch + 1, model) or {})
-            model.train()
-    wall = time.perf_counter() - start
-    return TrainLog(wall_s=wall, samples_per_s=config.epochs * len(inputs) / wall, epoch_losses=epoch_losses,
-                    history=history)
-
-
-def check_epoch_loss(loss: float, epoch: int, earlier: list[float], config: TrainConfig,
-                     steps_per_epoch: int = 1) -> float:
-    """Stop on a non-finite mean loss, warn on a diverging one; returns ``loss``."""
-    if not math.isfinite(loss):
-        first, last = (epoch - 1) * steps_per_epoch + 1, epoch * steps_per_epoch
-        raise FloatingPointError(
-            f"the mean training loss of epoch {epoch} (steps {first} to {last}) is {loss}: training "
-            "diverged or overflowed. "
-            f"Likely causes: a learning rate too large (lr={config.lr}), an extreme temperature "
-            f"(T={config.temperature}), or non-finite values in the data")
-    if earlier and loss > DIVERGENCE_FACTOR * earlier[0]:
-        warnings.warn(f"the training loss grew from {earlier[0]:.3g} (epoch 1) to {loss:.3g} (epoch {epoch}): "
-                      f"training may be diverging; try a smaller learning rate than {config.lr}", stacklevel=3)
-    return loss
+    with FeatureMaps(model, teacher, terms) as maps:
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(inputs), generator=generator, device=inputs.device)
+            total, count = torch.zeros((), device=inputs.device), 0
+            term_totals = torch.zeros(len(terms), device=inputs.device)
+            for idx in tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                            disable=not progress, leave=False):
+                x = inputs[idx]
+                if batch_transform is not None:
+                    x = batch_transform(x, generator)
+                soft = None
+                with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision):
+                    logits = model(x).float()
+                    if teacher is not None:
+                        with torch.inference_mode():
+                            soft = teacher(x).float()
+                        soft = soft.clone()  # an inference tensor cannot be saved for backward
+                    elif teacher_logits is not None:
+                        soft = teacher_logits[idx]
+                step = Step(idx, x, None if labels is None else labels[idx], logits, soft, maps.read(),
+                            check=first_step)
+                loss, values = weigh(terms, step)
+                first_step = False
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if schedule is not None:
+                    schedule.step()
+                total += loss.detach() * len(idx)
+                term_totals += values * len(idx)
+                count += len(idx)
+            log.epoch_losses.append(check_epoch_loss(total.item() / count, epoch + 1, log.epoch_losses, config,
+                                                     steps_per_epoch))
+            log.term_losses.append(dict(zip(names, (v / count for v in term_totals.tolist()))))
+            for term in terms:
+                term.end_epoch()
+            if on_epoch is not None:
+                log.history.append(on_epoch(epoch + 1, model) or {})
+                model.train()
+    log.wall_s = time.perf_counter() - start
+    log.samples_per_s = config.epochs * len(inputs) / log.wall_s
+    return log
 
 
 @torch.inference_mode()
@@ -288,3 +249,235 @@ def accuracy(model: nn.Module, inputs: Tensor, labels: Tensor, batch_size: int =
     """Fraction of ``inputs`` whose arg-max prediction equals the label."""
     logits = predict_logits(model, inputs, batch_size, batch_transform)
     return (logits.argmax(dim=1) == labels).float().mean().item()
+
+
+def config_terms(config: TrainConfig, distilling: bool, labels: bool = True) -> list[Term]:
+    """The terms ``config`` describes. Without a teacher: the cross-entropy on the labels, with
+    ``config.label_smoothing``. With one (``distilling``): the distillation term, weight
+    ``1 - label_weight`` and ``config.temperature``, then (if there are ``labels``) the
+    cross-entropy, weight ``label_weight``. This order reproduces, bit for bit, the sum of
+    :func:`kdlib.losses.distillation_loss` (the order in which terms are computed decides the
+    order in which their gradients are added up)."""
+    if not distilling:
+        return [LabelTerm(1.0, config.label_smoothing)]
+    terms: list[Term] = [KDTerm(config.kd_weight, config.temperature)]
+    if labels:
+        terms.append(LabelTerm(config.label_weight, config.label_smoothing))
+    return terms
+
+
+def make_optimizer(params: nn.Module | Iterable[Tensor], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser ``config`` names, over ``params`` (a model, or a list of parameters): Adam, or
+    SGD with ``config.momentum``, which is Nesterov's momentum whenever ``momentum > 0``; both with
+    ``config.lr`` and ``config.weight_decay``."""
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step learning-rate schedule: optional linear warm-up, then constant or cosine decay."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "constant" and warmup == 0:
+        return None
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def check_epoch_loss(loss: float, epoch: int, earlier: list[float], config: TrainConfig,
+                     steps_per_epoch: int = 1) -> float:
+    """Stop on a non-finite mean loss, warn on a diverging one; returns ``loss``."""
+    if not math.isfinite(loss):
+        first, last = (epoch - 1) * steps_per_epoch + 1, epoch * steps_per_epoch
+        raise FloatingPointError(
+            f"the mean training loss of epoch {epoch} (steps {first} to {last}) is {loss}: training "
+            "diverged or overflowed. "
+            f"Likely causes: a learning rate too large (lr={config.lr}), an extreme temperature "
+            f"(T={config.temperature}), or non-finite values in the data")
+    if earlier and loss > DIVERGENCE_FACTOR * earlier[0]:
+        warnings.warn(f"the training loss grew from {earlier[0]:.3g} (epoch 1) to {loss:.3g} (epoch {epoch}): "
+                      f"training may be diverging; try a smaller learning rate than {config.lr}", stacklevel=3)
+    return loss
+
+
+
+
+def check_aligned(inputs: Tensor, labels: Tensor | None, teacher_logits: Tensor | None) -> None:
+    n = len(inputs)
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{n} inputs but {len(labels)} labels: they must be aligned row by row")
+    if teacher_logits is not None and len(teacher_logits) != n:
+        raise ValueError(f"{n} inputs but {len(teacher_logits)} rows of teacher logits: compute them "
+                         "with predict_logits(teacher, inputs) on the same training tensor")
+
+
+def check_teacher_logits(teacher_logits: Tensor) -> None:
+    """Precomputed teacher logits must be finite. They come from a frozen teacher, not from the
+    student's training, so the message points at how they were made, not at the learning rate."""
+    if teacher_logits.is_floating_point() and not torch.isfinite(teacher_logits).all():
+        bad = ~torch.isfinite(teacher_logits)
+        rows = bad.any(dim=1).nonzero().flatten() if bad.dim() == 2 else bad.nonzero().flatten()
+        raise ValueError(
+            f"teacher_logits has NaN or infinite values in {len(rows)} of {len(teacher_logits)} rows (first: "
+            f"row {int(rows[0])}): they come from the teacher, not from this training run. Check how they were "
+            "made: the log of a probability that underflowed to 0 (e.g. of averaged or sharpened probabilities: "
+            "clamp it, or average logits instead), a teacher whose weights are NaN (a broken checkpoint or a "
+            "diverged teacher: retrain it), or inputs that are not finite")
+
+
+# ------------------------------------------------------------------------------------------------
+# What train needs: its terms, their parameters, the feature maps they read, their weighted sum
+
+
+LOSS_DEFAULTS = {"label_weight": 1.0, "temperature": 1.0, "label_smoothing": 0.0}
+"""``TrainConfig``'s loss settings at their defaults: with ``terms=``, the config then says nothing
+about the loss."""
+
+
+def resolve_terms(inputs: Tensor, labels: Tensor | None, config: TrainConfig, teacher_logits: Tensor | None,
+                  teacher: nn.Module | None, extra_loss: ExtraLoss | None,
+                  terms: Sequence[Term] | None) -> list[Term]:
+    """Check ``train``'s arguments and return the terms of its loss."""
+    if len(inputs) == 0:
+        raise ValueError("the training set is empty: pass at least one example")
+    check_aligned(inputs, labels, teacher_logits)
+    if teacher is not None and teacher_logits is not None:
+        raise ValueError("give either teacher_logits (precomputed) or teacher (run per batch), not both")
+    distilling = teacher is not None or teacher_logits is not None
+    if terms is not None:
+        terms = check_terms(list(terms), config, distilling, labels is not None, extra_loss)
+        if teacher_logits is not None:
+            check_teacher_logits(teacher_logits)
+        return terms
+    if distilling and config.label_weight == 1.0:
+        raise ValueError("label_weight=1 puts all the weight on the hard labels, so the teacher would be "
+                         "ignored (label_weight is the weight of the LABEL loss; the KD term gets "
+                         "1 - label_weight): pass no teacher, or lower label_weight (e.g. 0.5)")
+    if not distilling and config.label_weight != 1.0:
+        raise ValueError(f"label_weight={config.label_weight} mixes in a teacher, but no teacher (or "
+                         "teacher_logits) was given")
+    if labels is None and config.label_weight != 0.0:
+        raise ValueError("labels are needed unless label_weight == 0 (training on the teacher's outputs alone)")
+    if distilling and config.label_smoothing > 0:
+        raise ValueError("label_smoothing applies to training on labels alone; with a teacher set it to 0")
+    if teacher_logits is not None:
+        check_teacher_logits(teacher_logits)
+    built = config_terms(config, distilling, labels is not None)
+    return built + ([ExtraLossTerm(extra_loss)] if extra_loss is not None else [])
+
+
+def check_terms(terms: list[Term], config: TrainConfig, distilling: bool, labels: bool,
+                extra_loss: ExtraLoss | None) -> list[Term]:
+    """Explicit terms: at least one, all :class:`~kdlib.terms.Term`, and the config's loss among them."""
+    if extra_loss is not None:
+        raise ValueError("give extra_loss or terms, not both: with terms, add it as a term "
+                         "(kdlib.terms.ExtraLossTerm(extra_loss))")
+    if not terms:
+        raise ValueError("terms is empty: the loss needs at least one term (e.g. kdlib.terms.LabelTerm())")
+    wrong = [t for t in terms if not isinstance(t, Term)]
+    if wrong:
+        raise ValueError(f"terms must be kdlib.terms.Term objects, got {wrong[0]!r} (wrap a function "
+                         "f(logits, teacher_logits, labels) in kdlib.terms.ExtraLossTerm)")
+    if any(getattr(config, k) != v for k, v in LOSS_DEFAULTS.items()):
+        for expected in config_terms(config, distilling, labels):
+            if not any(type(t) is type(expected) and vars(t) == vars(expected) for t in terms):
+                raise ValueError(
+                    f"config sets label_weight={config.label_weight}, temperature={config.temperature}, "
+                    f"label_smoothing={config.label_smoothing}, so the terms must include {expected!r}: "
+                    "pass terms=[*config_terms(config, distilling=...), ...], or leave the config's loss "
+                    "settings at their defaults and let the terms alone describe the loss")
+    return terms
+
+
+def trainable_parameters(model: nn.Module, terms: Sequence[Term]) -> list[Tensor]:
+    """The model's parameters, then those of the terms (each parameter once)."""
+    params, seen = [], set()
+    for p in [*model.parameters(), *(p for term in terms for p in term.parameters())]:
+        if id(p) not in seen:
+            seen.add(id(p))
+            params.append(p)
+    return params
+
+
+def term_names(terms: Sequence[Term]) -> list[str]:
+    """The terms' names, made unique with a suffix (``at``, ``at_2``) when two share one."""
+    names: list[str] = []
+    for term in terms:
+        name, k = term.name, 1
+        while name in names:
+            k += 1
+            name = f"{term.name}_{k}"
+        names.append(name)
+    return names
+
+
+def weigh(terms: Sequence[Term], step: Step) -> tuple[Tensor, Tensor]:
+    """The loss (the weighted terms summed in order) and the terms' values, detached. At the
+    first step each term's value must be a scalar."""
+    loss, values = None, []
+    for term in terms:
+        weighted, value = term.weighted(step)
+        if step.check and (not isinstance(weighted, Tensor) or weighted.dim() != 0):
+            raise ValueError(f"term {term.name!r} ({type(term).__name__}) must return a scalar tensor, got "
+                             f"{type(weighted).__name__} {tuple(getattr(weighted, 'shape', ()))}")
+        loss = weighted if loss is None else loss + weighted
+        values.append(value.detach().float())
+    return loss, torch.stack(values)  # type: ignore[return-value]
+
+
+class FeatureMaps:
+    """Forward hooks on the modules whose outputs the terms asked for (``term.features``), removed
+    on leaving the ``with`` block; :meth:`read` gives the latest outputs by name, the teacher's
+    copied out of inference mode."""
+
+    def __init__(self, model: nn.Module, teacher: nn.Module | None, terms: Sequence[Term]) -> None:
+        self.taps: dict[str, FeatureTap] = {}
+        names = list(dict.fromkeys(name for term in terms for name in term.features))
+        try:
+            for name in names:
+                role, path = split_feature(name)
+                network = model if role == "student" else teacher
+                if network is None:
+                    raise ValueError(f"a term reads the teacher's feature map {name!r}: pass teacher=... (run "
+                                     "on each batch), not precomputed teacher_logits")
+                try:
+                    module = network.get_submodule(path)
+                except AttributeError:
+                    known = [n for n, _ in network.named_modules() if n][:12]
+                    raise ValueError(f"feature map {name!r}: the {role} has no module {path!r} (its modules "
+                                     f"include {known})") from None
+                self.taps[name] = FeatureTap(module)
+        except BaseException:
+            self.remove()
+            raise
+
+    def read(self) -> dict[str, Tensor]:
+        maps = {}
+        for name, tap in self.taps.items():
+            if tap.output is None:
+                raise ValueError(f"no output was recorded for feature map {name!r}: its module did not run")
+            maps[name] = tap.output.clone() if name.startswith("teacher.") else tap.output
+        return maps
+
+    def remove(self) -> None:
+        for tap in self.taps.values():
+            tap.remove()
+
+    def __enter__(self) -> FeatureMaps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdlib import data, theory
 from kdlib.data import ImageDataset, data_root, load_cifar10, load_mnist, mnist_raw_dir
 
 
@@ -20,3 +29,42 @@ def cifar10() -> ImageDataset:
     if not ((root / "cifar-10-batches-py").exists() or (root / "cifar10-jpeg.tgz").exists()):
         pytest.skip("CIFAR-10 not found: set KDLIB_DATA to the course's data mirror")
     return load_cifar10(download=False)
+
+
+@pytest.fixture(scope="session")
+def digits() -> ImageDataset:
+    """A synthetic MNIST-shaped dataset (600 random images, balanced labels) for the checkers."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (600, 1, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.arange(600) % 10
+    return ImageDataset("fake", images, labels, images[:100], labels[:100], tuple("0123456789"),
+                        (0.1307,), (0.3081,), "synthetic")
+
+
+@pytest.fixture(scope="session")
+def problem_and_losses():
+    """A small discrete problem of chapter 3 and the log-loss vectors of random scores."""
+    problem = theory.DiscreteProblem.random(num_x=8, num_labels=3, concentration=1.0, seed=0)
+    losses = theory.log_loss_vectors(np.random.default_rng(1).normal(size=problem.bayes.shape))
+    return problem, losses
+
+
+def fake_cifar_mirror(tmp_path: Path, monkeypatch, images: list[tuple[str, str, tuple[int, int, int]]]) -> Path:
+    """An archive in the course mirror's layout holding one 32x32 JPEG per ``(split, class,
+    colour)``, whose checksum stands in for the mirror's; ``KDLIB_CACHE`` points into ``tmp_path``."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for i, (split, cls, colour) in enumerate(images):
+            jpeg = io.BytesIO()
+            Image.new("RGB", (32, 32), colour).save(jpeg, format="JPEG")
+            info = tarfile.TarInfo(f"cifar10/{split}/{cls}/{i:04d}.jpg")
+            info.size = len(jpeg.getvalue())
+            tar.addfile(info, io.BytesIO(jpeg.getvalue()))
+    archive = tmp_path / "data" / data.CIFAR10_JPEG_ARCHIVE
+    archive.parent.mkdir()
+    archive.write_bytes(buffer.getvalue())
+    monkeypatch.setattr(data, "CIFAR10_JPEG_SHA256", hashlib.sha256(buffer.getvalue()).hexdigest())
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+    return archive

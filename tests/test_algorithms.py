@@ -4,6 +4,7 @@ the adversarial term, FitNets hints, and a tiny end-to-end run of the experiment
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -13,10 +14,10 @@ from torch import nn
 
 from kdlib.adversarial import AdversarialTerm
 from kdlib.experiments import algorithms, cifar
-from kdlib.features import FeatureTap, HintedStudent, HintTerm, feature_shape, stage_ends, tap_stage
-from kdlib.models import cifar_resnet, mlp
+from kdlib.features import FitNetsTerm, stage_shapes, tap
+from kdlib.models import cifar_resnet, mlp, stage_channels
 from kdlib.quantize import check_bits, fake_quantize, freeze, level_range, model_size_bytes, prepare_qat, to_int8
-from kdlib.train import TrainConfig, accuracy, train
+from kdlib.train import TrainConfig, accuracy, config_terms, train
 
 
 def separable(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,35 +122,46 @@ CONFIGS = [*{(row.blocks, row.block, row.stride) for row in cifar.TABLE2}, ((3, 
 
 
 @pytest.mark.parametrize(("blocks", "block", "stride"), CONFIGS)
-def test_every_stage_output_has_the_predicted_shape(blocks, block, stride) -> None:
-    model = cifar_resnet(blocks, block=block, stride=stride, width=0.125).eval()
-    taps = {stage: tap_stage(model, blocks, stage) for stage in stage_ends(blocks)}
-    assert set(taps) == {s for s, count in enumerate(blocks) if count}  # zero-block stages have no output
-    with torch.no_grad():
+def test_every_stage_output_has_the_expected_shape(blocks, block, stride) -> None:
+    model = cifar_resnet(blocks, block=block, stride=stride, width=0.125)
+    shapes = stage_shapes(model)
+    assert list(shapes) == [f"stage{s + 1}" for s, count in enumerate(blocks) if count]  # zero-block stages: none
+    side, expansion = 32, 4 if block == "bottleneck" else 1
+    for number, count in enumerate(blocks, start=1):
+        if count:
+            side //= stride if number == 1 else 2
+            assert shapes[f"stage{number}"] == (stage_channels(number, 0.125) * expansion, side, side)
+    assert model.training  # the forward pass that read the shapes left the model's mode alone
+    with pytest.raises(ValueError, match="has no module 'stage9'; its parts are"):
+        tap(model, "stage9")
+
+
+def test_a_tap_in_a_with_block_leaves_nothing_attached() -> None:
+    model = cifar_resnet((1, 1, 0, 0), width=0.125).eval()
+    with tap(model, "stage2") as stage2, torch.no_grad():
         model(torch.zeros(2, 3, 32, 32))
-    for stage, tap in taps.items():
-        assert tuple(tap.output.shape) == (2, *feature_shape(blocks, stage, block, stride, width=0.125))
-    missing = next((s for s, count in enumerate(blocks) if count == 0), None)
-    if missing is not None:
-        with pytest.raises(ValueError, match=f"stage {missing} has no blocks"):
-            tap_stage(model, blocks, missing)
+        assert stage2.output.shape[0] == 2
+    assert stage2.output is None and not model.stage2._forward_hooks
+    with warnings.catch_warnings():  # torch.jit.script is deprecated, and still what users export with
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.script(model)  # nothing left behind to stop an export
 
 
 def test_the_hint_loss_trains_student_and_regressor_but_not_the_teacher() -> None:
     teacher = cifar_resnet((1, 1, 1, 1), width=0.125).eval()
     student = cifar_resnet((1, 1, 0, 0), stride=2, width=0.125)
-    guided, hint = feature_shape((1, 1, 0, 0), 1, stride=2, width=0.125), feature_shape((1, 1, 1, 1), 2, width=0.125)
-    hinted = HintedStudent(student, guided[0], hint[0])
-    term = HintTerm(hinted, tap_stage(student, (1, 1, 0, 0), 1), tap_stage(teacher, (1, 1, 1, 1), 2))
-    x = torch.randn(4, 3, 32, 32)
-    with torch.inference_mode():
-        teacher(x)
-    hinted(x)
-    term(torch.zeros(4, 10), None, None).backward()
-    assert hinted.regressor.weight.grad is not None and student[0].weight.grad is not None
-    assert all(p.grad is None for p in teacher.parameters())
-    term.remove()
-    assert isinstance(term.student_tap, FeatureTap) and term.student_tap.output is None
+    pairs = algorithms.stage_pairs(student, teacher)
+    assert pairs == {"stage1": "stage2", "stage2": "stage3"}  # same resolutions
+    term = FitNetsTerm("stage2", "stage3", stage_shapes(student)["stage2"][0], stage_shapes(teacher)["stage3"][0])
+    x = torch.randn(8, 3, 32, 32)
+    config = TrainConfig(epochs=1, batch_size=4, label_weight=0.5, temperature=4.0)
+    before = [p.clone() for p in teacher.parameters()]
+    regressor = term.regressor.weight.clone()
+    train(student, x, torch.randint(0, 10, (8,)), config, teacher=teacher,
+          terms=[*config_terms(config, distilling=True), term])
+    assert not torch.equal(regressor, term.regressor.weight)
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    assert not any(m._forward_hooks for m in [*student.modules(), *teacher.modules()])
 
 
 # --- the experiment, end to end ------------------------------------------------------------------
@@ -169,7 +181,7 @@ def test_tiny_algorithms_run_fills_every_table_and_resumes(tmp_path, monkeypatch
     assert list(table.bits) == ["float", "8", "2"] and (table.seeds == 2).all()
     assert set(algorithms.int8_table(data).dataset) == {"MNIST", "CIFAR-10"}
     assert set(algorithms.method_table(data, "adversarial", 100).method) == {"nokd", "kd", "adversarial"}
-    assert set(algorithms.method_table(data, "features").method) == {"nokd", "kd", "fitnets"}
+    assert set(algorithms.method_table(data, "features").method) == {"nokd", "kd", "fitnets", "at", "at250", "crd"}
     curves = algorithms.adversarial_curves(data, 100)
     assert curves.discriminator_accuracy.notna().any()
     rows = dict(data["rows"])
@@ -187,3 +199,11 @@ def test_chapter_8_checkers_accept_the_reference_and_reject_typical_mistakes() -
     assert check_int8_size(int8_mlp_size_bytes())
     assert check_int8_size(weights)  # one byte per weight: close enough
     assert not check_int8_size(4 * weights) and "float32" in repr(check_int8_size(4 * weights))
+
+
+def test_an_uncalibrated_qat_model_is_refused_with_what_to_do() -> None:
+    qat = prepare_qat(mlp([16]), 8, torch.zeros(4, 1, 28, 28))
+    with pytest.raises(ValueError, match="has not seen any data yet"):
+        to_int8(qat)
+    qat.train()(torch.randn(8, 1, 28, 28))  # one batch gives the quantizers their ranges
+    assert to_int8(qat)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

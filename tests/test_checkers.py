@@ -4,27 +4,10 @@ that names it, and treats an untouched starter (``...``) as unanswered rather th
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from kdlib import checks, theory
-from kdlib.data import ImageDataset, normalize
-
-
-@pytest.fixture(scope="module")
-def digits() -> ImageDataset:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (600, 1, 28, 28), generator=g, dtype=torch.uint8)
-    labels = torch.arange(600) % 10
-    return ImageDataset("fake", images, labels, images[:100], labels[:100], tuple("0123456789"),
-                        (0.1307,), (0.3081,), "synthetic")
-
-
-@pytest.fixture(scope="module")
-def problem_and_losses():
-    problem = theory.DiscreteProblem.random(num_x=8, num_labels=3, concentration=1.0, seed=0)
-    losses = theory.log_loss_vectors(np.random.default_rng(1).normal(size=problem.bayes.shape))
-    return problem, losses
+from kdlib.data import normalize
 
 
 def test_mnist_test_mean(digits) -> None:

@@ -132,3 +132,13 @@ def test_display_source_hides_the_machine_paths(monkeypatch) -> None:
     monkeypatch.setenv("KDLIB_DATA", "/srv/mirror/data")
     shown = data.display_source("original MNIST IDX files (md5-verified) from /srv/mirror/data/MNIST/raw")
     assert shown == "original MNIST IDX files (md5-verified) from $KDLIB_DATA/MNIST/raw"
+
+
+def test_the_subset_helpers_live_in_kdlib_data() -> None:
+    from kdlib.data import balanced_subset, first_per_class
+    from kdlib.experiments import cifar, mnist
+
+    assert mnist.balanced_subset is balanced_subset and cifar.first_per_class is first_per_class
+    labels = torch.arange(30) % 3
+    assert torch.bincount(labels[balanced_subset(labels, 9, seed=0)]).tolist() == [3, 3, 3]
+    assert first_per_class(labels, 1).tolist() == [0, 1, 2]

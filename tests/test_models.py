@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from kdlib.models import cifar_resnet, count_parameters
 
@@ -22,10 +23,51 @@ def test_resnet50_layout_has_resnet50_size_at_full_width() -> None:
 
 def test_zero_block_stages_are_left_out_and_stride_shrinks_the_maps() -> None:
     two_stage = cifar_resnet([2, 2, 0, 0], width=0.25)
-    assert two_stage[-1].in_features == round(128 * 0.25) * 4
+    assert [name for name, _ in two_stage.named_children()] == ["stem", "stage1", "stage2", "head"]
+    assert two_stage.head[-1].in_features == round(128 * 0.25) * 4
     model = cifar_resnet([1, 1, 1, 1], stride=4, width=0.125).eval()
-    first_stage = model[:4](torch.zeros(1, 3, 32, 32))
+    first_stage = model.stage1(model.stem(torch.zeros(1, 3, 32, 32)))
     assert first_stage.shape[-1] == 8
+
+
+def test_named_stages_keep_the_initial_weights_of_the_flat_layout() -> None:
+    """Naming the stages changed the parameters' names, not the network: the same seed gives
+    the same weights, in the same order, as the flat ``nn.Sequential`` built before."""
+    from kdlib.models import Bottleneck
+
+    def flat(blocks, width):  # the layout before named stages, kept here for the comparison
+        stem = max(8, round(64 * width))
+        layers = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)]
+        channels_in = stem
+        for stage, count in enumerate(blocks):
+            channels = max(4, round(64 * 2**stage * width))
+            for i in range(count):
+                layers.append(Bottleneck(channels_in, channels, 2 if (i == 0 and stage > 0) else 1))
+                channels_in = channels * 4
+        return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels_in, 10))
+
+    for blocks in ([1, 1, 1, 1], [2, 0, 1, 0]):
+        torch.manual_seed(3)
+        old = list(flat(blocks, 0.125).state_dict().values())
+        torch.manual_seed(3)
+        new = list(cifar_resnet(blocks, width=0.125).state_dict().values())
+        assert len(old) == len(new) and all(torch.equal(a, b) for a, b in zip(old, new))
+
+
+def test_a_checkpoint_of_the_flat_layout_is_refused_and_retrained(tmp_path, monkeypatch) -> None:
+    from kdlib import checkpoints
+
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path))
+    key = {"model": "tiny"}
+    model = cifar_resnet([1, 0, 0, 0], width=0.125)
+    flat = nn.Sequential(*[m for part in model.children() for m in part])  # the old names: 0.weight, ...
+    path = checkpoints.checkpoint_path("old", key)
+    checkpoints.save_checkpoint(path, flat, key, {"trained": "before named stages"})
+    fits = []
+    with pytest.warns(UserWarning, match="parameter names differ"):
+        _, info = checkpoints.cached_model("old", key, lambda: cifar_resnet([1, 0, 0, 0], width=0.125),
+                                           lambda m: fits.append(m) or {"trained": "again"})
+    assert fits and info == {"trained": "again"}
 
 
 def test_bad_arguments() -> None:
@@ -53,3 +95,23 @@ def test_batch_crop_flip_matches_per_image_definition() -> None:
         if flips[i]:
             crop = crop.flip(-1)
         assert torch.equal(out[i], crop)
+
+
+def test_an_ensemble_averages_logits_or_softened_probabilities() -> None:
+    from kdlib.models import Ensemble, mlp, seeded
+
+    members = [seeded(lambda: mlp([8], in_features=5, num_classes=3), s) for s in (0, 1, 2)]
+    x = torch.randn(4, 5)
+    outputs = torch.stack([m(x) for m in members])
+    assert torch.allclose(Ensemble(members)(x), outputs.mean(0), atol=1e-6)
+    t = 4.0
+    soft = Ensemble(members, average="probabilities", temperature=t)(x)
+    assert torch.allclose((soft / t).softmax(1), (outputs / t).softmax(-1).mean(0), atol=1e-6)
+    far = [lambda x: torch.full((1, 3), -1e4).scatter(1, torch.tensor([[0]]), 0.0),
+           lambda x: torch.full((1, 3), -1e4).scatter(1, torch.tensor([[1]]), 0.0)]
+    extreme = Ensemble([nn.Module() for _ in far], average="probabilities")
+    extreme.members[0].forward, extreme.members[1].forward = far  # probabilities that underflow
+    assert torch.isfinite(extreme(torch.zeros(1, 5))).all()
+    assert not any(p.requires_grad for p in Ensemble(members).parameters())
+    with pytest.raises(ValueError, match="'logits' or 'probabilities'"):
+        Ensemble(members, average="votes")

@@ -50,3 +50,17 @@ def test_kd_helps_on_the_reduced_training_set(published: dict) -> None:
 def test_students_are_faster_than_the_teacher(published: dict) -> None:
     table = cifar.summary_table(published)
     assert (table.flop_ratio > 1).all() and (table.throughput_ratio > 1).all()
+
+
+def test_run_history_names_what_each_run_did(published: dict) -> None:
+    history = cifar.run_history(published)
+    assert len(history) == 1 + len(published.get("resumed", []))
+    only_timing = history.command.str.contains("--inference-only")
+    assert (history["trains rows"] == ~only_timing).all()
+    assert not history.command.str.contains("--out").any()
+
+
+def test_report_ratio_fit_covers_every_row(published: dict) -> None:
+    fit = cifar.report_ratio_fit(published)
+    assert list(fit.index) == [row.name for row in cifar.TABLE2]
+    assert (fit > 0).all().all()

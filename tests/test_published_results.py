@@ -58,3 +58,17 @@ def test_each_row_id_names_the_settings_its_row_was_trained_with(published: dict
         # (fields added to TrainConfig after the run, at their defaults, are not in the file)
         assert row["config"] == {key: now[key] for key in row["config"]}
         assert f"_lr{row['config']['lr']:g}_w{row['config']['label_weight']:g}/" in spec.row_id(kind, seed)
+
+
+def test_report_time_ratios_are_set_against_the_flop_ratios(published: dict) -> None:
+    table = mnist.report_time_over_flops(published)
+    assert len(table) == len(mnist.TABLE1)
+    ratio = table["report time ratio"] / table["FLOP ratio"]
+    assert (abs(table["report / FLOP"] - ratio) < 1e-12).all()
+
+
+def test_temperature_gaps_pair_the_seeds(published: dict) -> None:
+    gaps = mnist.temperature_gaps(published, (1.0, 3.5, 10.0))
+    assert list(gaps["T"]) == ["1 minus 3.5", "1 minus 10", "3.5 minus 10"]
+    assert (gaps.seeds == len(published["provenance"]["scale"]["seeds"])).all()
+    assert (gaps["sd of differences"] > 0).all()

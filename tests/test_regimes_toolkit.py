@@ -88,6 +88,7 @@ def test_random_shift_moves_without_mirroring() -> None:
 def test_threads_by_work_and_override(monkeypatch) -> None:
     monkeypatch.delenv("KDLIB_THREADS", raising=False)
     assert threads_for("mlp") == 1
+    monkeypatch.setattr("kdlib.threads.available_cores", lambda: 4)
     monkeypatch.setenv("KDLIB_THREADS", "3")
     assert threads_for("resnet") == 3
     monkeypatch.setenv("KDLIB_THREADS", "two")

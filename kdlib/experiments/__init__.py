@@ -4,22 +4,37 @@
 Result files and the report's own tables live in the repository's ``results/`` folder; when
 ``kdlib`` is installed without the repository (e.g. on Colab), :func:`published_file` fetches
 them from the course repository instead, and checks each against the size and SHA-256 that
-``published.json`` (shipped inside the package) records for it.
+``published.json`` (shipped inside the package) records for it. An installed kdlib never writes
+into its own folder (``site-packages``): its default result files go to ``results/`` under the
+current folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from kdlib import BRANCH, REPOSITORY
+from kdlib import REPOSITORY, __version__
 
-REPOSITORY_RAW = REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/" + BRANCH
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
+REPOSITORY_RAW = (REPOSITORY.replace("https://github.com/", "https://raw.githubusercontent.com/")
+                  + f"/v{__version__}")
+"""The repository's files at this kdlib's release tag: an installed kdlib reads the result files
+of the edition it belongs to, as its chapters' Colab cells install kdlib at that tag."""
+from kdlib.errors import UsageError
+from kdlib.results import source_checkout
+
+CHECKOUT = source_checkout()
+"""The course repository kdlib runs from, or ``None`` for an installed package."""
+RESULTS_DIR = CHECKOUT / "results" if CHECKOUT is not None else Path("results")
+"""Where result files are written by default: the checkout's ``results/`` folder, or, for an
+installed kdlib, ``results/`` under the current folder (a relative path), never site-packages."""
 MANIFEST = Path(__file__).with_name("published.json")
 PUBLISHED_SUFFIXES = (".json", ".csv")
 
@@ -42,12 +57,26 @@ def write_manifest() -> Path:
     results: ``python -m kdlib.experiments manifest``); a test fails while it is out of date."""
     from kdlib.results import atomic_write_json
 
+    if CHECKOUT is None:
+        raise UsageError(f"the manifest records the files of a checkout's results/ folder, but this kdlib is "
+                         f"installed as a package ({Path(__file__).parent}), not run from a checkout: clone the "
+                         "course repository, pip install -e . there, and run the command in it")
     atomic_write_json(MANIFEST, published_records())
     return MANIFEST
 
 
 def manifest() -> dict[str, dict[str, Any]]:
     return json.loads(MANIFEST.read_text())
+
+
+KD_TEMPERATURE, KD_LABEL_WEIGHT = 4.0, 0.5
+"""The course's distillation settings (chapter 2's loss, the report's ``cls_loss + div_loss``):
+the KD students of every experiment use them, except the rows that vary them on purpose."""
+
+
+def published_data(relative: str) -> dict[str, Any]:
+    """The committed result file ``results/<relative>`` (:func:`published_file`), parsed."""
+    return json.loads(published_file(relative).read_text())
 
 
 def published_file(relative: str) -> Path:
@@ -59,7 +88,7 @@ def published_file(relative: str) -> Path:
     on every call, and a damaged one is downloaded again.
     """
     local = RESULTS_DIR / relative
-    if local.exists():
+    if CHECKOUT is not None and local.exists():  # an installed kdlib trusts no local file unchecked
         return local
     expected = manifest().get(relative)
     if expected is None:
@@ -70,7 +99,8 @@ def published_file(relative: str) -> Path:
     cached = cache_dir() / "results" / relative
     if cached.exists() and file_record(cached) == expected:
         return cached
-    url = f"{REPOSITORY_RAW}/results/{relative}"
+    # KDLIB_REPOSITORY_RAW: a stand-in for the repository (tests/colab_check.sh serves one locally)
+    url = f"{os.environ.get('KDLIB_REPOSITORY_RAW') or REPOSITORY_RAW}/results/{relative}"
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=cached.parent, prefix=f".{cached.name}.", suffix=".tmp",
                                      delete=False) as handle:
@@ -80,7 +110,7 @@ def published_file(relative: str) -> Path:
             urllib.request.urlretrieve(url, partial)  # noqa: S310 - fixed https URL
         except OSError as exc:
             raise FileNotFoundError(
-                f"results/{relative} is neither in this checkout ({local}) nor downloadable from {url} "
+                f"results/{relative} is neither in a checkout of the course nor downloadable from {url} "
                 f"({exc}); run the experiment's command to create it"
             ) from exc
         got = file_record(partial)
@@ -93,3 +123,84 @@ def published_file(relative: str) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return cached
+
+
+def check_time_budget(seconds: float | None) -> float | None:
+    """A time budget must be ``None`` (no budget) or a finite number of seconds >= 0."""
+    if seconds is None:
+        return None
+    value = float(seconds)
+    if not (math.isfinite(value) and value >= 0):
+        raise UsageError(f"the time budget must be a finite number of seconds >= 0, got {seconds!r} "
+                         "(0 starts no row; leave it out for no budget)")
+    return value
+
+
+class TimeBudget:
+    """Start no new row (a teacher counts as one) once ``seconds`` have passed since the run
+    started; ``None`` means no budget. Rerun the command to resume where it stopped."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = check_time_budget(seconds)
+        self.started = time.perf_counter()
+        self.announced = False
+
+    def spent(self) -> bool:
+        """Whether the budget is spent (said once, on the first call that finds it so)."""
+        if self.seconds is None or time.perf_counter() - self.started < self.seconds:
+            return False
+        if not self.announced:
+            print(f"time budget of {self.seconds:g} s spent: stopping; rerun to resume", flush=True)
+            self.announced = True
+        return True
+
+
+def committed_training_hours(name: str) -> tuple[float, dict[str, Any]] | None:
+    """The summed training time (hours) of the rows of a committed result file in the checkout,
+    and the file; ``None`` outside a checkout or without that file."""
+    path = RESULTS_DIR / name
+    if CHECKOUT is None or not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return sum(row.get("train_wall_s", 0.0) for row in data["rows"].values()) / 3600, data
+
+
+def paper_cpu_estimate(experiment: str) -> str | None:
+    """About how long ``experiment`` trains at the paper profile on a CPU, from the committed
+    full-profile runs made on a CPU and the ratio of the two profiles' work; ``None`` where no
+    such run is at hand."""
+    if experiment in ("mnist", "regimes", "algorithms"):
+        from kdlib.experiments import algorithms, mnist, regimes
+
+        stem = {"mnist": "mnist_full.json", "regimes": "mnist_regimes_full.json",
+                "algorithms": "algorithms_full.json"}[experiment]
+        module = {"mnist": mnist, "regimes": regimes, "algorithms": algorithms}[experiment]
+        found = committed_training_hours(stem)
+        if found is None or found[1]["provenance"].get("device", "cpu") != "cpu":
+            return None
+        full, paper = module.SCALES["full"], module.SCALES["paper"]
+        ratio = len(paper.seeds) / len(full.seeds) if hasattr(full, "seeds") and hasattr(paper, "seeds") else 1.0
+        cores = found[1]["provenance"]["environment"]["cpu_count"]
+        return (f"about {found[0] * ratio:.1f} h of training, by the committed full-profile run on {cores} CPU "
+                f"cores scaled to the paper's {ratio:.2g}x work")
+    if experiment in ("cifar10", "cifar10-precision"):
+        from kdlib.experiments import cifar
+
+        found = committed_training_hours("cifar10_precision_full.json")
+        if found is None:
+            return None
+        hours, data = found
+        samples = sum(row["config"]["epochs"] * data["provenance"]["scale"]["reduced_per_class"] * 10
+                      for row in data["rows"].values())
+        per_image_s = hours * 3600 / samples * (cifar.SCALES["paper"].width / cifar.SCALES["full"].width) ** 2
+        paper = cifar.SCALES["paper"]
+        if experiment == "cifar10":
+            images = paper.teacher_epochs * 50_000 + sum(
+                paper.reduced_epochs * paper.reduced_per_class * 10 if row.reduced else paper.student_epochs * 50_000
+                for row, _ in cifar.planned_runs(paper, cifar.TABLE2))
+        else:
+            images = len(data["rows"]) * data["provenance"].get("epochs", 30) * paper.reduced_per_class * 10
+        cores = data["provenance"]["environment"]["cpu_count"]
+        return (f"about {images * per_image_s / 3600:.0f} h of training, by the committed CPU run of the full "
+                f"profile on {cores} cores scaled by the networks' width squared")
+    return None

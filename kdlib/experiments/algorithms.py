@@ -7,9 +7,11 @@ order and augmentation, and differ only in the method):
   and 2 bits, with (``kd``) and without (``nokd``) the frozen full-precision teacher, next to
   float students; the 8-bit students are converted into real int8 models and timed.
 * ``mnist-adversarial``: MNIST students with labels only, with KD, and with KD plus a discriminator
-  (:mod:`kdlib.adversarial`), with 1,000 and with 60,000 labelled images, with training curves.
+  (:mod:`kdlib.adversarial`, a term of :mod:`kdlib.terms`), with 1,000 and with 60,000 labelled
+  images, with training curves.
 * ``cifar``: CIFAR-10 students on the reduced set (500 images per class) with labels only,
-  with KD, and with KD plus a FitNets hint (:mod:`kdlib.features`); the first two are then
+  with KD, and with KD plus a term on features: a FitNets hint or attention transfer
+  (:mod:`kdlib.features`), or CRD (:mod:`kdlib.contrastive`); the first two are then
   fine-tuned with QAT at every bit width (with and without the teacher), and converted to
   int8 at 8 bits.
 
@@ -30,26 +32,36 @@ from torch import Tensor, nn
 from kdlib.adversarial import AdversarialTerm
 from kdlib.bench import latency_and_throughput
 from kdlib.data import ImageDataset, load_cifar10, load_mnist
-from kdlib.experiments import cifar, published_file
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, TimeBudget, cifar, published_data, published_file
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.experiments.regimes import Teachers, epochs_for
-from kdlib.features import HintedStudent, HintTerm, feature_shape, tap_stage
+from kdlib.contrastive import CRDTerm
+from kdlib.features import AttentionTerm, FitNetsTerm, stage_shapes
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.quantize import freeze, model_size_bytes, prepare_qat, to_int8
 from kdlib.results import ResultFile, new_provenance
+from kdlib.terms import Term
 from kdlib.stats import PairedGap, gap_by_seed, seed_differences
 from kdlib.threads import set_threads
-from kdlib.train import TrainConfig, accuracy, predict_logits, train
+from kdlib.train import TrainConfig, accuracy, config_terms, predict_logits, train
 
 PARTS = ("mnist-quantized", "mnist-adversarial", "cifar")
-KD = {"temperature": 4.0, "label_weight": 0.5}  # chapter 7's distillation settings
+KD = {"temperature": KD_TEMPERATURE, "label_weight": KD_LABEL_WEIGHT}  # the course's distillation settings
 FLOAT_BITS = 32  # how float students are written in the ``bits`` column
 ADVERSARIAL_WEIGHT = 0.1
 # FitNets: the student's second stage is guided by the teacher stage of the same resolution
-STUDENT_BLOCKS, STUDENT_STRIDE, GUIDED_STAGE = (1, 1, 1, 1), 2, 1
+STUDENT_BLOCKS, STUDENT_STRIDE, GUIDED_STAGE = (1, 1, 1, 1), 2, "stage2"
 HINT_WEIGHT = 1.0
+AT_WEIGHTS = {"at": 1000.0, "at250": 250.0}
+"""Attention transfer's weight beta (with the authors' form of the term, ``squared=True``):
+``at`` has theirs, 1000; ``at250`` a quarter of it, because each of our attention maps has a
+quarter of the positions of theirs (16x16 to 4x4 against 32x32 to 8x8 in Tian et al.'s
+resnet8x4), and the mean over positions of a squared difference of unit-length maps grows as
+the number of positions falls. Both chosen before any run; neither tuned."""
+CRD_WEIGHT, CRD_NEGATIVES = 0.8, 16_384  # RepDistiller's, for 50,000 training images
+FEATURE_METHODS = ("fitnets", "at", "at250", "crd")  # KD plus a term on features (method_terms)
 REDUCED_ROW = cifar.CifarRow("Ideal on reduced train set", STUDENT_BLOCKS, stride=STUDENT_STRIDE, reduced=True)
 
 
@@ -86,7 +98,7 @@ SCALES["paper"] = SCALES["full"]
 
 
 def mnist_config(train_size: int, seed: int, kd: bool) -> TrainConfig:
-    """Chapter 7's student recipe: SGD, cosine decay, about 1,500 steps."""
+    """Chapter 7's student recipe: SGD, cosine decay, about 1,500 steps (3 epochs at least)."""
     return TrainConfig(epochs=epochs_for(train_size, 32), batch_size=32, lr=0.02, lr_schedule="cosine", seed=seed,
                        **(KD if kd else {}))
 
@@ -117,9 +129,11 @@ def int8_fields(qat_model: nn.Module, float_model: nn.Module, x_test: Tensor, y_
 
 
 def run_quantized_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teachers: Teachers,
-                        results: ResultFile, progress: bool) -> None:
+                        results: ResultFile, progress: bool, budget: TimeBudget) -> None:
     """Float and QAT students, with and without the teacher, every bit width and seed."""
     x_train, y_train, x_test, y_test = data
+    if budget.spent():
+        return
     soft = teachers.train_logits(scale.mnist_teacher)
     for seed in scale.mnist_seeds:
         keep = balanced_subset(y_train, scale.mnist_train_size, seed)
@@ -128,6 +142,8 @@ def run_quantized_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teache
                 row_id = f"mnist/quantized/{method}/bits{bits}/seed{seed}"
                 if results.has(row_id):
                     continue
+                if budget.spent():
+                    return
                 config = mnist_config(len(keep), seed, kd=method == "kd")
                 student = seeded(lambda: mlp([300]), seed)
                 if bits != FLOAT_BITS:
@@ -147,9 +163,11 @@ def run_quantized_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teache
 
 
 def run_adversarial_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teachers: Teachers,
-                          results: ResultFile, progress: bool) -> None:
+                          results: ResultFile, progress: bool, budget: TimeBudget) -> None:
     """Labels only, KD, and KD plus a discriminator, with a test-accuracy curve per epoch."""
     x_train, y_train, x_test, y_test = data
+    if budget.spent():
+        return
     soft = teachers.train_logits(scale.mnist_teacher)
     for n in scale.adversarial_sizes:
         for seed in scale.mnist_seeds:
@@ -158,6 +176,8 @@ def run_adversarial_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teac
                 row_id = f"mnist/adversarial/{method}/n{n}/seed{seed}"
                 if results.has(row_id):
                     continue
+                if budget.spent():
+                    return
                 config = mnist_config(n, seed, kd=method != "nokd")
                 student = seeded(lambda: mlp([300]), seed)
                 term = AdversarialTerm(10, weight=ADVERSARIAL_WEIGHT, temperature=KD["temperature"], seed=seed) \
@@ -165,13 +185,14 @@ def run_adversarial_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teac
 
                 def curve(epoch: int, model: nn.Module, term: AdversarialTerm | None = term) -> dict[str, float]:
                     point = {"epoch": epoch, "test_accuracy": accuracy(model, x_test, y_test)}
-                    if term is not None:
-                        point["discriminator_accuracy"] = term.end_epoch()
+                    if term is not None:  # train has called its end_epoch()
+                        point["discriminator_accuracy"] = term.history[-1]
                     return point
 
+                # the discriminator is one more term after KD's (the same weights as extra_loss=term)
+                terms = None if term is None else [*config_terms(config, distilling=True), term]
                 log = train(student, x_train[keep], y_train[keep], config,
-                            teacher_logits=soft[keep] if method != "nokd" else None, on_epoch=curve,
-                            extra_loss=term)
+                            teacher_logits=soft[keep] if method != "nokd" else None, on_epoch=curve, terms=terms)
                 row = {"experiment": "adversarial", "dataset": "MNIST", "method": method, "seed": seed,
                        "train_size": n, "config": config.to_dict(), "accuracy": accuracy(student, x_test, y_test),
                        "history": log.history, "train_wall_s": log.wall_s}
@@ -179,50 +200,79 @@ def run_adversarial_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teac
                 results.put(row_id, row)
 
 
-class FitNetsAttachment:
-    """The ``attach`` of :func:`kdlib.experiments.cifar.train_student` for a FitNets student: the
-    regressor from the student's guided stage to the teacher stage of the same resolution.
-    After training, :attr:`term` holds the hint term (call its ``remove()``)."""
+def stage_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, str]:
+    """Each stage of the student and the first teacher stage whose output has the same
+    resolution: ``{student stage: teacher stage}`` (FitNets guides one of them, attention
+    transfer matches all)."""
+    student_shapes, teacher_shapes = stage_shapes(student), stage_shapes(teacher)
+    pairs = {}
+    for stage, (_, height, _) in student_shapes.items():
+        same = [t for t, shape in teacher_shapes.items() if shape[1] == height]
+        if same:
+            pairs[stage] = same[0]
+    return pairs
 
-    def __init__(self, teacher: nn.Module, width: float) -> None:
-        self.teacher = teacher
-        self.guided = feature_shape(STUDENT_BLOCKS, GUIDED_STAGE, stride=STUDENT_STRIDE, width=width)
-        self.hint_stage = next(s for s in range(4)
-                               if feature_shape(cifar.TEACHER_BLOCKS, s, width=width)[1:] == self.guided[1:])
-        self.hint = feature_shape(cifar.TEACHER_BLOCKS, self.hint_stage, width=width)
-        self.term: HintTerm | None = None
 
-    def __call__(self, student: nn.Module) -> tuple[nn.Module, HintTerm]:
-        hinted = HintedStudent(student, self.guided[0], self.hint[0]).to(next(student.parameters()).device)
-        self.term = HintTerm(hinted, tap_stage(student, STUDENT_BLOCKS, GUIDED_STAGE),
-                             tap_stage(self.teacher, cifar.TEACHER_BLOCKS, self.hint_stage), weight=HINT_WEIGHT)
-        return hinted, self.term
+def penultimate(model: nn.Module) -> tuple[str, int]:
+    """The name of a ``cifar_resnet``'s pooled, flattened features and their size (the input of
+    its classifier): what CRD embeds."""
+    return "head.1", model.head[-1].in_features
+
+
+def method_terms(method: str, teacher: nn.Module) -> cifar.MoreTerms:
+    """What ``method`` adds to KD on the reduced set, as terms (:mod:`kdlib.terms`):
+
+    * ``fitnets``: a hint from the teacher stage of the same resolution to the student's
+      :data:`GUIDED_STAGE`, weight :data:`HINT_WEIGHT`;
+    * ``at``, ``at250``: attention transfer at every student stage with a teacher stage of the
+      same resolution, in the form of the authors' code and RepDistiller, with the weight of
+      :data:`AT_WEIGHTS`;
+    * ``crd``: contrastive representation distillation on the penultimate features, with
+      RepDistiller's settings (weight 0.8, 128-number embeddings, temperature 0.07) and as
+      many negatives, in proportion to the training set, as its 16,384 of CIFAR-100's 50,000.
+    """
+    if method not in FEATURE_METHODS:
+        raise ValueError(f"no feature method {method!r}: choose one of {FEATURE_METHODS}")
+
+    def more_terms(student: nn.Module, labels: Tensor) -> list[Term]:
+        pairs = stage_pairs(student, teacher)
+        if method == "fitnets":
+            hint = pairs[GUIDED_STAGE]
+            channels = stage_shapes(student)[GUIDED_STAGE][0], stage_shapes(teacher)[hint][0]
+            return [FitNetsTerm(GUIDED_STAGE, hint, *channels, weight=HINT_WEIGHT)]
+        if method in AT_WEIGHTS:
+            return [AttentionTerm(list(pairs.items()), weight=AT_WEIGHTS[method], squared=True)]
+        (s_layer, s_dim), (t_layer, t_dim) = penultimate(student), penultimate(teacher)
+        negatives = round(CRD_NEGATIVES * len(labels) / 50_000)
+        return [CRDTerm(s_layer, t_layer, s_dim, t_dim, labels, weight=CRD_WEIGHT, negatives=negatives)]
+
+    return more_terms
 
 
 def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset, results: ResultFile,
-                    progress: bool) -> None:
-    """Reduced-set students: labels only, KD, KD + hints; then QAT fine-tuning of the first two
+                    progress: bool, budget: TimeBudget) -> None:
+    """Reduced-set students: labels only, KD, and KD plus each feature method; then QAT fine-tuning of the first two
     (with and without the teacher) at every bit width of the scale, and int8 models at 8 bits."""
     device = torch.device("cpu")  # int8 kernels and the timings are CPU ones
     results.run_provenance["environment"]["cifar_torch_threads"] = set_threads("resnet")
     data = cifar.subset(dataset, scale.cifar)
     teacher = None
     for seed in scale.cifar_seeds:
-        for method in ("nokd", "kd", "fitnets"):
+        for method in ("nokd", "kd", *FEATURE_METHODS):
             row_id = f"cifar/features/{method}/seed{seed}"
-            qat_ids = {} if method == "fitnets" else {b: f"cifar/quantized/{method}/bits{b}/seed{seed}"
-                                                      for b in scale.bits}
+            qat_ids = {} if method in FEATURE_METHODS else {b: f"cifar/quantized/{method}/bits{b}/seed{seed}"
+                                                            for b in scale.bits}
             qat_ids = {bits: qat_id for bits, qat_id in qat_ids.items() if not results.has(qat_id)}
             if results.has(row_id) and not qat_ids:
                 continue
+            if budget.spent():
+                return
             if teacher is None:
                 teacher = cifar.load_or_train_teacher(profile, scale.cifar, data, dataset.source, results, device,
                                                       progress)
             row = replace(REDUCED_ROW, kd=method != "nokd")
-            attach = FitNetsAttachment(teacher, scale.cifar.width) if method == "fitnets" else None
-            student, result = cifar.train_student(row, seed, scale.cifar, teacher, data, device, progress, attach)
-            if attach is not None:
-                attach.term.remove()
+            more = method_terms(method, teacher) if method in FEATURE_METHODS else None
+            student, result = cifar.train_student(row, seed, scale.cifar, teacher, data, device, progress, more)
             result.update({"experiment": "features", "dataset": "CIFAR-10", "method": method,
                            "bits": FLOAT_BITS})
             if not results.has(row_id):
@@ -272,40 +322,45 @@ def report(progress: bool, row_id: str, row: dict[str, Any]) -> None:
 
 def run_algorithms(profile: str = "quick", out: Path | str | None = None, parts: tuple[str, ...] = PARTS,
                    progress: bool = True, mnist: ImageDataset | None = None, cifar10: ImageDataset | None = None,
-                   command: str | None = None, scale: AlgorithmsScale | None = None) -> dict[str, Any]:
+                   command: str | None = None, scale: AlgorithmsScale | None = None,
+                   time_budget_s: float | None = None) -> dict[str, Any]:
     """Run (or resume) the experiments of chapter 8 named in ``parts`` (``"mnist-quantized"``,
-    ``"mnist-adversarial"``, ``"cifar"``: the FitNets comparison and 8-bit QAT of its students);
-    returns the result data. ``scale`` replaces the profile's with one of your own."""
+    ``"mnist-adversarial"``, ``"cifar"``: the feature methods and QAT of the reduced-set
+    students); returns the result data. ``scale`` replaces the profile's with one of your own;
+    ``time_budget_s``: start no new row (a teacher counts as one) after that many seconds."""
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"unknown part(s) {unknown}: choose from {PARTS}")
+    from kdlib.experiments import paper_cpu_estimate
+    from kdlib.profile import check_paper_on_cpu
+
+    budget = TimeBudget(time_budget_s)
     scale = scale if scale is not None else SCALES[check_profile(profile)]
+    check_paper_on_cpu(profile, "cpu", "algorithms", paper_cpu_estimate("algorithms"))
     started = time.perf_counter()
     results = ResultFile(out, "algorithms", new_provenance(command, profile=profile, scale=asdict(scale),
                                                            parts=list(parts)))
     if "mnist-quantized" in parts or "mnist-adversarial" in parts:
         results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
         mnist = mnist if mnist is not None else load_mnist()
-        results.data["provenance"].setdefault("data_source", mnist.source)
+        results.use_data_source(mnist.source)
         data = prepare_inputs(mnist, None)
         teachers = Teachers(*data, mnist.source, results)
         if "mnist-quantized" in parts:
-            run_quantized_mnist(scale, data, teachers, results, progress)
+            run_quantized_mnist(scale, data, teachers, results, progress, budget)
         if "mnist-adversarial" in parts:
-            run_adversarial_mnist(scale, data, teachers, results, progress)
+            run_adversarial_mnist(scale, data, teachers, results, progress, budget)
     if "cifar" in parts:
         cifar10 = cifar10 if cifar10 is not None else load_cifar10()
-        results.data["provenance"]["cifar_data_source"] = cifar10.source
-        run_cifar_parts(scale, profile, cifar10, results, progress)
+        results.use_data_source(cifar10.source, key="cifar_data_source")
+        run_cifar_parts(scale, profile, cifar10, results, progress, budget)
     results.set("last_run_s", time.perf_counter() - started)
     return results.data
 
 
 def load_published() -> dict[str, Any]:
     """The committed full-profile result file ``results/algorithms_full.json``."""
-    import json
-
-    return json.loads(published_file("algorithms_full.json").read_text())
+    return published_data("algorithms_full.json")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -386,7 +441,7 @@ def method_table(data: dict[str, Any], experiment: str, train_size: int | None =
         frame = frame[frame.train_size == train_size]
     lines = []
     columns = ["method", "accuracy %", "seeds", "vs nokd (points)", "vs kd (points)"]
-    for method in ("nokd", "kd", "adversarial", "fitnets"):
+    for method in ("nokd", "kd", "adversarial", *FEATURE_METHODS):
         at = frame[frame.method == method].accuracy_pct
         if at.empty:
             continue
@@ -397,6 +452,46 @@ def method_table(data: dict[str, Any], experiment: str, train_size: int | None =
         lines.append(line)
     frame = pd.DataFrame(lines)
     return frame[[c for c in columns if c in frame]].fillna("")
+
+
+REPDISTILLER_CIFAR100 = {"student alone": 72.50, "kd": 73.33, "fitnets": 73.50, "at": 73.44, "crd": 75.51,
+                         "teacher": 79.42}
+"""Tian et al.'s benchmark (RepDistiller's README, "Benchmark Results on CIFAR-100", column
+resnet32x4 -> resnet8x4, the pair of the same kind closest to ours): test accuracy in %. There
+FitNets, AT and CRD are each trained with the labels and *without* the KD term; here each is
+added to KD. Quoted for scale, not as a claim about this course's numbers."""
+
+METHOD_NAMES = {"nokd": "labels only", "kd": "KD", "fitnets": "KD + FitNets", "at": "KD + AT, β 1000",
+                "at250": "KD + AT, β 250", "crd": "KD + CRD"}
+
+
+def feature_table(data: dict[str, Any]) -> pd.DataFrame:
+    """The reduced-set CIFAR-10 students, in the style of Tian et al.'s table: each method's
+    accuracy (mean ± sd over seeds) and its paired gain over plain KD with the 95% interval."""
+    frame = student_frame(data)
+    frame = frame[frame.experiment == "features"]
+    lines = []
+    for method in ("nokd", "kd", *FEATURE_METHODS):
+        accuracy = frame[frame.method == method].accuracy_pct
+        if accuracy.empty:
+            continue
+        line = {"method": METHOD_NAMES[method], "accuracy %": mean_sd(accuracy), "seeds": len(accuracy)}
+        if method != "kd":
+            gap = paired(frame, {"method": method}, {"method": "kd"})
+            line["minus KD"] = f"{gap.mean if isinstance(gap, PairedGap) else gap:+.2f}"
+            line["95% CI"] = (f"[{gap.low:+.2f}, {gap.high:+.2f}]" if isinstance(gap, PairedGap)
+                              else "(one seed)")
+        lines.append(line)
+    return pd.DataFrame(lines).fillna("")
+
+
+def literature_table() -> pd.DataFrame:
+    """:data:`REPDISTILLER_CIFAR100` with each method's difference from KD, in points."""
+    kd = REPDISTILLER_CIFAR100["kd"]
+    names = {"kd": "KD", "fitnets": "FitNets", "at": "AT, β 1000", "crd": "CRD"}
+    return pd.DataFrame([{"method": names.get(m, m), "CIFAR-100 %": v,
+                          "minus KD": "" if m in ("kd", "teacher") else f"{v - kd:+.2f}"}
+                         for m, v in REPDISTILLER_CIFAR100.items()])
 
 
 def adversarial_curves(data: dict[str, Any], train_size: int) -> pd.DataFrame:

@@ -14,7 +14,6 @@ be a ResNet-18 (basic blocks [2, 2, 2, 2]), the standard small ResNet, distilled
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,8 +27,9 @@ import kdlib
 from kdlib.augment import ImageBatchTransform
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.checkpoints import cached_model
-from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, load_cifar10
-from kdlib.experiments import published_file
+from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, first_per_class, load_cifar10
+from kdlib.distributed import broadcast, one_for_all, rank, run_rows
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, published_data, published_file
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import cifar_resnet, seeded
 from kdlib.precision import use_bfloat16
@@ -37,7 +37,8 @@ from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
 from kdlib.stats import PairedGap, paired_gap
 from kdlib.threads import set_threads
-from kdlib.train import ExtraLoss, TrainConfig, predict_logits, train
+from kdlib.terms import Term
+from kdlib.train import TrainConfig, config_terms, predict_logits, train
 
 TEACHER_BLOCKS = (3, 4, 6, 3)
 
@@ -120,8 +121,6 @@ SCALES: dict[str, CifarScale] = {
                         train_size=None, test_size=None, reduced_per_class=500, seeds=(0, 1, 2),
                         batch_size=512, lr=0.2, warmup_epochs=2, teacher_label_smoothing=0.1, flip_test=True),
 }
-KD_TEMPERATURE = 4.0
-KD_LABEL_WEIGHT = 0.5
 TEACHER_SEED = 0
 
 
@@ -135,11 +134,6 @@ def device_for(profile: str) -> torch.device:
     if wanted == "cuda" and not torch.cuda.is_available():
         raise ValueError("KDLIB_DEVICE=cuda but no CUDA GPU is available; unset it to use the CPU")
     return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
-
-
-def first_per_class(labels: Tensor, per_class: int) -> Tensor:
-    """Indices of the first ``per_class`` examples of each class, in the dataset's order."""
-    return torch.cat([torch.nonzero(labels == c).flatten()[:per_class] for c in range(int(labels.max()) + 1)])
 
 
 def subset(dataset: ImageDataset, scale: CifarScale) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -217,13 +211,17 @@ def run_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Module,
     return train_student(row, seed, scale, teacher, data, device, progress)[1]
 
 
+MoreTerms = Callable[[nn.Module, Tensor], "list[Term]"]
+"""Given the student and the labels of its training set, the terms a method adds to the loss."""
+
+
 def train_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Module, data: tuple[Tensor, ...],
-                  device: torch.device, progress: bool,
-                  attach: Callable[[nn.Module], tuple[nn.Module, ExtraLoss]] | None = None,
+                  device: torch.device, progress: bool, more_terms: MoreTerms | None = None,
                   ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train one student of ``row`` and return it with its result row. ``attach(student)``, if
-    given, returns the module to train (the student with extra parts, e.g. a hint regressor)
-    and an extra loss term (:func:`kdlib.train.train`'s ``extra_loss``)."""
+    """Train one student of ``row`` and return it with its result row. ``more_terms(student,
+    labels)``, if given, returns the terms (:mod:`kdlib.terms`) a method adds to the loss of
+    ``row`` (e.g. a FitNets hint): they are made after the student, from the same random
+    generator, so that a seed gives the same student with or without them."""
     x_train, y_train, x_test, y_test = data
     epochs = scale.student_epochs
     if row.reduced:
@@ -231,10 +229,12 @@ def train_student(row: CifarRow, seed: int, scale: CifarScale, teacher: nn.Modul
         x_train, y_train = x_train[keep], y_train[keep]
         epochs = scale.reduced_epochs
     student = seeded(lambda: make_model(row.blocks, row.block, row.stride, scale.width, device), seed)
-    trained, extra = attach(student) if attach is not None else (student, None)
     config = train_config(scale, epochs, seed, kd=row.kd, device=device)
-    log = train(trained, x_train, y_train, config, batch_transform=augmenting(), progress=progress,
-                teacher=teacher if row.kd else None, extra_loss=extra)
+    terms = None
+    if more_terms is not None:
+        terms = [*config_terms(config, distilling=row.kd), *more_terms(student, y_train)]
+    log = train(student, x_train, y_train, config, batch_transform=augmenting(), progress=progress,
+                teacher=teacher if (row.kd or terms) else None, terms=terms)
     return student, {"kind": "student", "name": row.name, "seed": seed, "row": asdict(row),
                      "config": config.to_dict(), "train_size": len(x_train),
                      "accuracy": evaluate(student, x_test, y_test, scale.flip_test),
@@ -256,6 +256,17 @@ def measure_inference(scale: CifarScale, x_test: Tensor) -> dict[str, Any]:
             for name, model in models.items()}
 
 
+@dataclass(frozen=True)
+class PlannedStudent:
+    """One planned student: a row of Table 2 and a seed."""
+
+    row: CifarRow
+    seed: int
+
+    def row_id(self) -> str:
+        return self.row.row_id(self.seed)
+
+
 def planned_runs(scale: CifarScale, rows: tuple[CifarRow, ...]) -> list[tuple[CifarRow, int]]:
     """Every (row, seed) student run, seed by seed, so that an interrupted run has whole seeds."""
     runs = [(row, seed) for seed in scale.seeds for row in rows]
@@ -274,31 +285,40 @@ def run_cifar(profile: str = "quick", out: Path | str | None = None, progress: b
     that many seconds (resume later). ``inference=False`` skips the CPU timing of the networks
     (e.g. on a GPU machine whose CPU is not the one the book reports).
     """
+    from kdlib.experiments import TimeBudget, paper_cpu_estimate
+    from kdlib.profile import check_paper_on_cpu
+
     scale = SCALES[check_profile(profile)]
-    device = device_for(profile)
+    where = rank()  # under torchrun: one GPU per rank, rank 0 writes the file
+    device = where.device if where.world > 1 else device_for(profile)
+    budget = TimeBudget(time_budget_s)
+    if rows:
+        check_paper_on_cpu(profile, str(device), "cifar10", paper_cpu_estimate("cifar10"))
     threads = set_threads("resnet")
-    started = time.perf_counter()
-    results = ResultFile(out, "cifar10-table2", new_provenance(command, profile=profile, scale=asdict(scale),
+    results = ResultFile(out if where.is_main else None, "cifar10-table2", new_provenance(command, profile=profile, scale=asdict(scale),
                                                                dataset="CIFAR-10", device=str(device)))
     dataset = dataset if dataset is not None else load_cifar10()
-    results.data["provenance"].setdefault("data_source", dataset.source)
+    results.use_data_source(dataset.source)
     results.run_provenance["environment"]["torch_threads"] = threads
+    results.run_provenance["environment"]["ranks"] = where.world
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     data = tuple(t.to(device) for t in subset(dataset, scale))
-    todo = [(row, seed) for row, seed in planned_runs(scale, rows) if not results.has(row.row_id(seed))]
-    if todo:
-        teacher = load_or_train_teacher(profile, scale, data, dataset.source, results, device, progress)
-    for row, seed in todo:
-        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
-            print(f"time budget of {time_budget_s:.0f} s spent: stopping; rerun to resume", flush=True)
-            break
-        result = run_student(row, seed, scale, teacher, data, device, progress)
-        if progress:
-            print(f"[seed {seed}] {row.name}: accuracy {result['accuracy']:.4f}, "
-                  f"{result['train_wall_s']:.0f} s", flush=True)
-        results.put(row.row_id(seed), result)
-    if inference and "inference" not in results.data:
+    todo = broadcast([PlannedStudent(row, seed) for row, seed in planned_runs(scale, rows)
+                      if not results.has(row.row_id(seed))], where)
+    if broadcast(bool(todo) and not budget.spent(), where):
+        teacher = one_for_all(
+            lambda: load_or_train_teacher(profile, scale, data, dataset.source, results, device, progress),
+            lambda: make_model(TEACHER_BLOCKS, "bottleneck", 1, scale.width, device), where).eval()
+
+        def report(i: int, n: int, row_id: str, result: dict[str, Any]) -> None:
+            if progress:
+                print(f"{i}/{n} {row_id}: accuracy {result['accuracy']:.4f}, {result['train_wall_s']:.0f} s",
+                      flush=True)
+
+        run_rows(todo, lambda s: run_student(s.row, s.seed, scale, teacher, data, device, progress),
+                 results.put, budget.spent, where, report)
+    if where.is_main and inference and not budget.spent() and "inference" not in results.data:
         results.set("inference", measure_inference(scale, data[2].cpu()))
     results.save()
     return results.data
@@ -309,11 +329,17 @@ PRECISION_ROW = CLAIM_PAIRS["reduced"][1]  # the ideal student on the reduced se
 
 def run_precision_check(profile: str = "full", out: Path | str | None = None, seeds: tuple[int, ...] = (0, 1, 2),
                         epochs: int = 30, dataset: ImageDataset | None = None, command: str | None = None,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, time_budget_s: float | None = None) -> dict[str, Any]:
     """Does the bfloat16 fast path train as well as float32? The ideal student on the reduced set
     (no teacher), ``epochs`` epochs at the profile's width and recipe, in both precisions, paired
-    by seed, on the CPU. Rows ``float32/seed<s>`` and ``bfloat16/seed<s>``."""
+    by seed, on the CPU. Rows ``float32/seed<s>`` and ``bfloat16/seed<s>``. ``time_budget_s``:
+    start no new row after that many seconds."""
+    from kdlib.experiments import TimeBudget, paper_cpu_estimate
+    from kdlib.profile import check_paper_on_cpu
+
     scale = SCALES[check_profile(profile)]
+    budget = TimeBudget(time_budget_s)
+    check_paper_on_cpu(profile, "cpu", "cifar10-precision", paper_cpu_estimate("cifar10-precision"))
     row = next(r for r in TABLE2 if r.name == PRECISION_ROW)
     device = torch.device("cpu")
     results = ResultFile(out, "cifar10-precision", new_provenance(command, profile=profile, scale=asdict(scale),
@@ -321,12 +347,12 @@ def run_precision_check(profile: str = "full", out: Path | str | None = None, se
                                                                   epochs=epochs, row=PRECISION_ROW))
     results.run_provenance["environment"]["torch_threads"] = set_threads("resnet")
     dataset = dataset if dataset is not None else load_cifar10()
-    results.data["provenance"].setdefault("data_source", dataset.source)
+    results.use_data_source(dataset.source)
     x_train, y_train, x_test, y_test = subset(dataset, scale)
     keep = first_per_class(y_train, scale.reduced_per_class)
     for seed in seeds:
         for name, bf16 in (("float32", False), ("bfloat16", True)):
-            if results.has(f"{name}/seed{seed}"):
+            if results.has(f"{name}/seed{seed}") or budget.spent():
                 continue
             student = seeded(lambda: make_model(row.blocks, row.block, row.stride, scale.width, device), seed)
             config = replace(train_config(scale, epochs, seed, kd=False, device=device), mixed_precision=bf16)
@@ -351,9 +377,7 @@ def paper_table2() -> pd.DataFrame:
 
 def load_published() -> dict[str, Any]:
     """The committed full-profile result file ``results/cifar10_full.json``."""
-    import json
-
-    return json.loads(published_file("cifar10_full.json").read_text())
+    return published_data("cifar10_full.json")
 
 
 def summary_table(data: dict[str, Any], rows: tuple[CifarRow, ...] = TABLE2) -> pd.DataFrame:
@@ -385,6 +409,53 @@ def side_by_side(data: dict[str, Any]) -> pd.DataFrame:
         "our throughput ratio": ours.throughput_ratio.round(2),
         "FLOP ratio": ours.flop_ratio.round(2),
     }).loc[[r.name for r in TABLE2 if r.name in ours.index]]
+
+
+def run_history(data: dict[str, Any]) -> pd.DataFrame:
+    """The runs that wrote a result file, in order: the first (``data["provenance"]``) and each
+    resume (``data["resumed"]``), as recorded in the file and nothing more.
+
+    Per run: when it started (UTC, to the minute), its command (without ``--out``), the git commit it recorded
+    (its first seven hex digits, and ``+dirty`` when the record has it), the machine (GPU name,
+    else the CPU and its cores) and, from its command line, whether it could train rows (no
+    ``--inference-only``) and whether it could time inference (no ``--no-inference``). A commit
+    ending in ``+dirty`` was recorded from a working tree that differed from that commit, so
+    the commit alone does not identify the code that ran.
+    """
+    import re
+
+    lines = []
+    for run in [data["provenance"], *data.get("resumed", [])]:
+        env, command = run["environment"], run["command"]
+        on_gpu = run.get("device", "cpu").startswith("cuda") and env.get("cuda_device")
+        dirty = run["git_commit"].endswith("+dirty")
+        started = run["started_utc"].replace("+00:00", "").replace("T", " ")[:16]
+        lines.append({"started (UTC)": started,
+                      "command": re.sub(r" --out \S+", "", command),
+                      "git commit": run["git_commit"][:7] + ("+dirty" if dirty else ""),
+                      "machine": env["cuda_device"] if on_gpu else f"CPU, {env['cpu_count']} cores",
+                      "trains rows": "--inference-only" not in command,
+                      "times inference": "--no-inference" not in command})
+    return pd.DataFrame(lines)
+
+
+def report_ratio_fit(data: dict[str, Any]) -> pd.DataFrame:
+    """Per row of Table 2: the report's teacher/student "inference time ratio" divided by each
+    of our ratios for the same row (latency at batch 1, throughput at the large batch, FLOPs).
+
+    A reading of the report's timings (for instance, that it timed large batches) predicts one
+    of these quotients to be near 1 in *every* row, not only in one. Our ratios are measured at
+    the width of the result file, not at the report's full width, so a quotient near 1 is at
+    most a hint.
+    """
+    paper = paper_table2().set_index("experiment").inference_time_ratio_teacher_over_student
+    ours = summary_table(data).set_index("experiment")
+    return pd.DataFrame({
+        "report time ratio": paper[ours.index],
+        "report / latency": paper[ours.index] / ours.latency_ratio,
+        "report / throughput": paper[ours.index] / ours.throughput_ratio,
+        "report / FLOP": paper[ours.index] / ours.flop_ratio,
+    })
 
 
 def teacher_accuracy(data: dict[str, Any]) -> float:

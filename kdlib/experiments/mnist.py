@@ -26,13 +26,14 @@ import kdlib
 from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model
 from kdlib.bench import cost_ratios, inference_cost
-from kdlib.data import ImageDataset, load_mnist, normalize
-from kdlib.experiments import published_file
+from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
+from kdlib.experiments import KD_LABEL_WEIGHT, published_data, published_file
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.threads import set_threads
 from kdlib.results import ResultFile, new_provenance
+from kdlib.stats import paired_gap
 from kdlib.train import TrainConfig, accuracy, predict_logits, train
 
 
@@ -103,7 +104,7 @@ class TeacherRecipe:
 REPORT_TEACHER = TeacherRecipe("report (1 epoch)")
 # Students: the same optimiser; label_weight = 0.5 weighs hard labels and teacher equally.
 STUDENT_LR = 0.02
-STUDENT_LABEL_WEIGHT = 0.5
+STUDENT_LABEL_WEIGHT = KD_LABEL_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -137,28 +138,6 @@ def prepare_inputs(dataset: ImageDataset, train_size: int | None) -> tuple[Tenso
             else balanced_subset(dataset.train_labels, train_size, seed=0))
     return (normalize(dataset.train_images[keep], dataset.mean, dataset.std), dataset.train_labels[keep],
             normalize(dataset.test_images, dataset.mean, dataset.std), dataset.test_labels)
-
-
-def balanced_subset(labels: Tensor, size: int, seed: int) -> Tensor:
-    """Indices of a random subset of ``size`` examples with (as nearly as possible) equal class
-    counts, drawn with ``seed``; the whole set (in order) when ``size >= len(labels)``."""
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    if size >= len(labels):
-        return torch.arange(len(labels))
-    generator = torch.Generator().manual_seed(seed)
-    classes = int(labels.max()) + 1
-    picked = []
-    for c in range(classes):
-        members = torch.nonzero(labels == c).flatten()
-        picked.append(members[torch.randperm(len(members), generator=generator)[:size // classes]])
-    chosen = torch.cat(picked)
-    if len(chosen) < size:  # the remainder, at random from the rest
-        rest = torch.ones(len(labels), dtype=torch.bool)
-        rest[chosen] = False
-        others = torch.nonzero(rest).flatten()
-        chosen = torch.cat([chosen, others[torch.randperm(len(others), generator=generator)[:size - len(chosen)]]])
-    return chosen.sort().values
 
 
 def train_teacher(x_train: Tensor, y_train: Tensor, seed: int,
@@ -235,34 +214,48 @@ def measure_inference(x_test: Tensor, repeats: int, threads: int) -> dict[str, A
 
 
 def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
-              dataset: ImageDataset | None = None, command: str | None = None) -> dict[str, Any]:
+              dataset: ImageDataset | None = None, command: str | None = None,
+              time_budget_s: float | None = None, inference: bool = True,
+              train_rows: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole MNIST experiment at ``profile`` scale; returns the result data.
 
     With ``out`` the rows are saved to that file as they finish and rows already there are not
-    recomputed; without it, nothing is written.
+    recomputed; without it, nothing is written. ``time_budget_s``: start no new row (teacher or
+    student) after that many seconds. ``inference=False`` skips the inference timings;
+    ``train_rows=False`` trains nothing and only adds them.
     """
+    from kdlib.experiments import TimeBudget, paper_cpu_estimate
+    from kdlib.profile import check_paper_on_cpu
+
     scale = SCALES[check_profile(profile)]
+    budget = TimeBudget(time_budget_s)
+    if train_rows:
+        check_paper_on_cpu(profile, "cpu", "mnist", paper_cpu_estimate("mnist"))
     results = ResultFile(out, "mnist-table1",
                          new_provenance(command, profile=profile, scale=asdict(scale), dataset="MNIST"))
     dataset = dataset if dataset is not None else load_mnist()
-    results.data["provenance"].setdefault("data_source", dataset.source)
+    results.use_data_source(dataset.source)
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
     runs = planned_runs(scale.seeds)
     results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
-    for seed in scale.seeds:
+    for seed in scale.seeds if train_rows else ():
         todo = [(k, s, sd) for k, s, sd in runs if sd == seed and not results.has(s.row_id(k, sd))]
         if not todo and results.has(f"teacher/seed{seed}"):
             continue
+        if budget.spent():
+            break
         teacher = load_or_train_teacher(x_train, y_train, seed, profile, dataset.source, results)
         results.get(f"teacher/seed{seed}")["accuracy"] = accuracy(teacher, x_test, y_test)
         teacher_logits = predict_logits(teacher, x_train)
         for i, (kind, spec, sd) in enumerate(todo, 1):
+            if budget.spent():
+                break
             row = run_student(spec, kind, sd, x_train, y_train, teacher_logits, x_test, y_test)
             if progress:
                 print(f"[seed {sd}] {i}/{len(todo)} {spec.row_id(kind, sd)}: accuracy {row['accuracy']:.4f}, "
                       f"{row['train_wall_s']:.1f} s", flush=True)
             results.put(spec.row_id(kind, sd), row)
-    if "inference" not in results.data:
+    if inference and not budget.spent() and "inference" not in results.data:
         results.set("inference", measure_inference(x_test, scale.timing_repeats, threads=1))
     results.save()
     return results.data
@@ -284,16 +277,21 @@ def student_rows(data: dict[str, Any], kind: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def row_students(kd: pd.DataFrame, nokd: pd.DataFrame, spec: StudentSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The KD students of Table 1's row ``spec`` and the labels-only students of the same width,
+    epochs and batch size (labels-only students have no temperature)."""
+    same = (kd.hidden == spec.hidden) & (kd.epochs == spec.epochs) & (kd.batch_size == spec.batch_size)
+    plain = (nokd.hidden == spec.hidden) & (nokd.epochs == spec.epochs) & (nokd.batch_size == spec.batch_size)
+    return kd[same & (kd.temperature == spec.temperature)], nokd[plain]
+
+
 def summary_table(data: dict[str, Any]) -> pd.DataFrame:
     """Table 1 as we measured it: per row, mean and std over seeds, KD and no-KD, and cost ratios."""
     kd = student_rows(data, "kd")
     nokd = student_rows(data, "nokd")
     lines = []
     for spec in TABLE1:
-        mine = kd[(kd.hidden == spec.hidden) & (kd.temperature == spec.temperature)
-                  & (kd.epochs == spec.epochs) & (kd.batch_size == spec.batch_size)]
-        plain = nokd[(nokd.hidden == spec.hidden) & (nokd.epochs == spec.epochs)
-                     & (nokd.batch_size == spec.batch_size)]
+        mine, plain = row_students(kd, nokd, spec)
         ratios = cost_ratios(data["inference"]["teacher"], data["inference"][f"h{spec.hidden}"])
         lines.append({
             "student_hidden": spec.hidden, "temperature": spec.temperature, "epochs": spec.epochs,
@@ -315,7 +313,8 @@ def side_by_side(data: dict[str, Any]) -> pd.DataFrame:
         "hidden": ours.student_hidden, "T": ours.temperature, "epochs": ours.epochs,
         "batch": ours.batch_size,
         "paper acc %": paper.accuracy_pct,
-        "our KD acc % (± std)": [f"{m:.2f} ± {sd:.2f}" for m, sd in zip(ours.kd_accuracy_pct, ours.kd_accuracy_std)],
+        "our KD acc % (± std)": [f"{m:.2f}" if pd.isna(sd) else f"{m:.2f} ± {sd:.2f}"  # one seed: no sd
+                                 for m, sd in zip(ours.kd_accuracy_pct, ours.kd_accuracy_std)],
         "our no-KD acc %": ours.nokd_accuracy_pct.round(2),
         "paper train s": paper.training_time_s,
         "our train s": ours.training_time_s.round(1),
@@ -327,22 +326,98 @@ def side_by_side(data: dict[str, Any]) -> pd.DataFrame:
     return table
 
 
-def table1_views(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`side_by_side` in two narrow tables for reading: accuracy, and cost (training time
-    and teacher/student inference ratios), each row named by its student."""
-    student = [f"{h}, T = {t:g}, {e} ep., batch {b}"
-               for h, t, e, b in zip(table.hidden, table["T"], table.epochs, table.batch)]
+def student_labels(table: pd.DataFrame) -> list[str]:
+    """A short name for each row of :func:`side_by_side`: units, T, epochs and batch size."""
+    return [f"{h}, T = {t:g}, {e} ep., batch {b}"
+            for h, t, e, b in zip(table.hidden, table["T"], table.epochs, table.batch)]
+
+
+def table1_views(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """:func:`side_by_side` in three narrow tables for reading (four columns each, so that they
+    fit a phone): accuracy and training cost, each row named by its student, and the measured
+    teacher/student inference ratios, which depend only on the student's width."""
+    student = student_labels(table)
     accuracy_view = pd.DataFrame({"student (units, T, epochs, batch)": student,
                                   "paper %": table["paper acc %"],
                                   "KD % (± sd)": table["our KD acc % (± std)"],
                                   "no KD %": table["our no-KD acc %"]})
     cost_view = pd.DataFrame({"student": student, "paper train s": table["paper train s"],
                               "our train s": table["our train s"],
-                              "paper ratio": table["paper time ratio"],
-                              "latency ratio": table["our latency ratio"],
-                              "throughput ratio": table["our throughput ratio"],
-                              "FLOP ratio": table["FLOP ratio"]})
-    return accuracy_view, cost_view
+                              "paper time ratio": table["paper time ratio"]})
+    widths = table.drop_duplicates("hidden")
+    ratio_view = pd.DataFrame({"units": widths.hidden,
+                               "latency ratio (batch 1)": widths["our latency ratio"],
+                               "throughput ratio (batch 1,000)": widths["our throughput ratio"],
+                               "FLOP ratio": widths["FLOP ratio"]})
+    return accuracy_view, cost_view, ratio_view
+
+
+def kd_gaps(data: dict[str, Any]) -> pd.DataFrame:
+    """Per row of Table 1: the KD student's accuracy minus the labels-only student's of the same
+    width, epochs, batch size and seed (percentage points), with a 95% confidence interval over
+    the seeds (paired: the two students of a seed share the teacher, initial weights and data
+    order). Needs at least two seeds."""
+    kd, nokd = student_rows(data, "kd"), student_rows(data, "nokd")
+    lines = []
+    for spec in TABLE1:
+        mine, plain = row_students(kd, nokd, spec)
+        a, b = (100 * frame.set_index("seed").accuracy for frame in (mine, plain))
+        seeds = sorted(set(a.index) & set(b.index))
+        gap = paired_gap([a[s] for s in seeds], [b[s] for s in seeds])
+        lines.append({"student": f"{spec.hidden}, T = {spec.temperature:g}, {spec.epochs} ep., "
+                                 f"batch {spec.batch_size}",
+                      "KD − no KD": gap.mean, "95% CI": f"[{gap.low:+.2f}, {gap.high:+.2f}]",
+                      "seeds": gap.n, "below zero": gap.high < 0})
+    return pd.DataFrame(lines)
+
+
+def report_time_over_flops(data: dict[str, Any]) -> pd.DataFrame:
+    """Per row of Table 1: the report's teacher/student "inference time ratio", the FLOP ratio of
+    the same two networks (2 FLOPs per multiply-add, counted by :func:`kdlib.bench.inference_cost`
+    and stored in ``data["inference"]``), and the first divided by the second.
+
+    FLOPs depend only on the layer sizes, which the report gives, so the FLOP ratio is the
+    report's networks' as much as ours. A quotient of 1 would mean that the report's timings
+    scale like the arithmetic; the report gives no hardware, batch size or timing method, so the
+    quotient says how far its timings are from the FLOP count, not why.
+    """
+    paper = paper_table1()
+    ours = summary_table(data)
+    same = ["student_hidden", "temperature", "epochs", "batch_size"]
+    if not (paper[same].astype(float).values == ours[same].astype(float).values).all():
+        raise ValueError("the report's Table 1 and ours list their rows in different orders")
+    report = paper.inference_time_ratio_teacher_over_student
+    table = side_by_side(data)
+    return pd.DataFrame({"student": student_labels(table),
+                         "report time ratio": report,
+                         "FLOP ratio": ours.flop_ratio,
+                         "report / FLOP": report / ours.flop_ratio})
+
+
+def temperature_gaps(data: dict[str, Any], temperatures: tuple[float, ...] = (1.0, 3.5, 10.0),
+                     hidden: int = 300, epochs: int = 3, batch_size: int = 32) -> pd.DataFrame:
+    """Table 1's KD students that differ only in temperature, compared in pairs, seed by seed.
+
+    One line per pair (a, b) of ``temperatures`` (a before b): the mean of the accuracy at
+    T = a minus that at T = b (percentage points), the standard deviation of those paired
+    differences, the 95% confidence interval (:func:`kdlib.stats.paired_gap`), whether it
+    contains zero, and the seed-to-seed standard deviation of each of the two rows (the
+    "± sd" of the chapter's table), so that a difference can be set against both.
+    """
+    kd = student_rows(data, "kd")
+    same = (kd.hidden == hidden) & (kd.epochs == epochs) & (kd.batch_size == batch_size)
+    by_t = {t: 100 * kd[same & (kd.temperature == t)].set_index("seed").accuracy for t in temperatures}
+    lines = []
+    for i, a in enumerate(temperatures):
+        for b in temperatures[i + 1:]:
+            seeds = sorted(set(by_t[a].index) & set(by_t[b].index))
+            gap = paired_gap([by_t[a][s] for s in seeds], [by_t[b][s] for s in seeds])
+            lines.append({"T": f"{a:g} minus {b:g}", "difference": gap.mean,
+                          "95% CI": f"[{gap.low:+.2f}, {gap.high:+.2f}]",
+                          "sd of differences": gap.std, "contains 0": not gap.excludes_zero,
+                          "seed sd, first": by_t[a][seeds].std(ddof=1),
+                          "seed sd, second": by_t[b][seeds].std(ddof=1), "seeds": gap.n})
+    return pd.DataFrame(lines)
 
 
 def teacher_accuracy(data: dict[str, Any]) -> pd.Series:
@@ -385,9 +460,7 @@ def label_weight_temperature_sweep(label_weights: list[float], temperatures: lis
 
 def load_published() -> dict[str, Any]:
     """The committed full-profile result file ``results/mnist_full.json``."""
-    import json
-
-    return json.loads(published_file("mnist_full.json").read_text())
+    return published_data("mnist_full.json")
 
 
 @book_style

@@ -5,8 +5,8 @@ training subset, initial weights and data order):
 
 * ``kd``: the distillation loss from a frozen teacher (``label_weight`` weighs the hard labels);
 * ``nokd``: the hard labels alone;
-* ``smooth``: label smoothing, a fixed "teacher" ``(1 - eps) e_y + eps / C`` that knows nothing
-  about the input.
+* ``smooth``: label smoothing, the target ``(1 - eps) e_y + eps / C``: it depends on the label
+  only, not on the image.
 
 The sweeps: (1) the number of labelled examples; (2) the teacher's quality (accuracy, log-loss,
 calibration); (3) label smoothing against distillation; (4) a grid of temperature and label_weight;
@@ -19,7 +19,6 @@ serves every student seed. Rows are shared between sweeps when they are the same
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,9 @@ from torch import Tensor, nn
 
 from kdlib.calibration import expected_calibration_error, log_loss, reliability_bins
 from kdlib.data import ImageDataset, load_mnist
+from kdlib.distributed import broadcast, one_for_all, rank, run_rows
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
-from kdlib.experiments import published_file
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, published_data, published_file
 from kdlib.experiments.mnist import (REPORT_TEACHER, TeacherRecipe, balanced_subset, cached_teacher,
                                     prepare_inputs)
 from kdlib.models import mlp, seeded
@@ -56,7 +56,8 @@ STEPS_TARGET = 1_500  # small training sets get more epochs: about this many ste
 
 
 def epochs_for(train_size: int, batch_size: int) -> int:
-    """Epochs for a student trained on ``train_size`` examples: about STEPS_TARGET steps in all."""
+    """Epochs for a student trained on ``train_size`` examples: about STEPS_TARGET steps in all,
+    but 3 epochs at least (so the largest sets get more steps) and 200 at most."""
     return int(min(200, max(3, round(STEPS_TARGET * batch_size / train_size))))
 
 
@@ -95,9 +96,6 @@ class StudentRun:
         return (f"{self.kind}/{self.teacher or 'none'}/n{self.train_size}/h{width}/T{self.temperature:g}"
                 f"/w{self.label_weight:g}/eps{self.label_smoothing:g}/e{self.config().epochs}_b{self.batch_size}"
                 f"_lr{self.lr:g}/seed{self.seed}")
-
-
-KD_TEMPERATURE, KD_LABEL_WEIGHT = 4.0, 0.5  # the sweeps' distillation settings, except in the grid and anchor
 
 
 def kd_run(train_size: int, seed: int, teacher: str, temperature: float = KD_TEMPERATURE,
@@ -197,8 +195,15 @@ class Teachers:
     def model(self, name: str) -> nn.Module:
         """Teacher ``name``, trained once (or loaded from its verified checkpoint), recorded as a row."""
         recipe = TEACHERS[name]
-        model, info = cached_teacher(self.x_train, self.y_train, TEACHER_SEED, recipe, self.source,
-                                     experiment="mnist-teacher")
+        info: dict[str, Any] = {}
+
+        def make() -> nn.Module:  # on rank 0 only, under torchrun (kdlib.distributed)
+            model, found = cached_teacher(self.x_train, self.y_train, TEACHER_SEED, recipe, self.source,
+                                          experiment="mnist-teacher")
+            info.update(found)
+            return model
+
+        model = one_for_all(make, lambda: mlp(recipe.hidden, dropout=recipe.dropout), rank()).eval()
         row_id = f"teacher/{name}"
         if not self.results.has(row_id):
             test_logits = predict_logits(model, self.x_test) * recipe.sharpen
@@ -239,27 +244,32 @@ def run_regimes(profile: str = "quick", out: Path | str | None = None, progress:
     ``dataclasses.replace(SCALES["quick"], teachers=("5 epochs",), teacher_sizes=(300,))``;
     a recipe added to :data:`TEACHERS` can be named there.
     """
+    from kdlib.experiments import TimeBudget, paper_cpu_estimate
+    from kdlib.profile import check_paper_on_cpu
+
     scale = scale if scale is not None else SCALES[check_profile(profile)]
-    started = time.perf_counter()
-    results = ResultFile(out, "mnist-regimes", new_provenance(command, profile=profile, scale=asdict(scale),
+    budget = TimeBudget(time_budget_s)
+    check_paper_on_cpu(profile, "cpu", "regimes", paper_cpu_estimate("regimes"))
+    where = rank()  # under torchrun: rank 0 writes the file, the rows are shared out
+    results = ResultFile(out if where.is_main else None, "mnist-regimes", new_provenance(command, profile=profile, scale=asdict(scale),
                                                               dataset="MNIST", teachers=sorted(TEACHERS)))
     results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
+    results.run_provenance["environment"]["ranks"] = where.world
     dataset = dataset if dataset is not None else load_mnist()
-    results.data["provenance"].setdefault("data_source", dataset.source)
+    results.use_data_source(dataset.source)
     data = prepare_inputs(dataset, None)
     teachers = Teachers(*data, dataset.source, results)
-    for name in {scale.main_teacher, *scale.teachers, *([ANCHOR_TEACHER] if scale.anchor_seeds else [])}:
+    for name in sorted({scale.main_teacher, *scale.teachers, *([ANCHOR_TEACHER] if scale.anchor_seeds else [])}):
+        if broadcast(budget.spent(), where):
+            break
         teachers.train_logits(name)  # teacher rows first, so that a partial file has them
     todo = [run for run in planned_runs(scale) if not results.has(run.row_id())]
-    for i, run in enumerate(todo, 1):
-        if time_budget_s is not None and time.perf_counter() - started > time_budget_s:
-            print(f"time budget of {time_budget_s:.0f} s spent: stopping; rerun to resume", flush=True)
-            break
-        row = run_student(run, data, teachers)
+
+    def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
         if progress:
-            print(f"{i}/{len(todo)} {run.row_id()}: accuracy {row['accuracy']:.4f}, "
-                  f"{row['train_wall_s']:.1f} s", flush=True)
-        results.put(run.row_id(), row)
+            print(f"{i}/{n} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
+
+    run_rows(todo, lambda run: run_student(run, data, teachers), results.put, budget.spent, where, report)
     results.save()
     return results.data
 
@@ -270,9 +280,7 @@ def run_regimes(profile: str = "quick", out: Path | str | None = None, progress:
 
 def load_published() -> dict[str, Any]:
     """The committed full-profile result file ``results/mnist_regimes_full.json``."""
-    import json
-
-    return json.loads(published_file("mnist_regimes_full.json").read_text())
+    return published_data("mnist_regimes_full.json")
 
 
 def student_frame(data: dict[str, Any]) -> pd.DataFrame:

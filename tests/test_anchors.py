@@ -1,0 +1,146 @@
+"""Chapter 9's anchors: the transfer sets, the bias shift chosen on validation, fidelity, the
+verdict rule, the max-norm layer, and a tiny resumable run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from kdlib.experiments import anchors
+from kdlib.models import MaxNormLinear, mlp
+
+
+def test_max_norm_caps_each_units_incoming_weights_and_keeps_small_ones() -> None:
+    torch.manual_seed(0)
+    layer = MaxNormLinear(4, 3, max_norm=1.0)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[3.0, 4.0, 0, 0], [0.1, 0, 0, 0], [0, 0, 0, 2.0]]))
+        layer.bias.zero_()
+    used = layer(torch.eye(4)).T  # row j: the weights unit j uses
+    assert torch.allclose(used[0], torch.tensor([0.6, 0.8, 0.0, 0.0]), atol=1e-4)  # norm 5 -> 1
+    assert torch.allclose(used[1], torch.tensor([0.1, 0.0, 0.0, 0.0]), atol=1e-4)  # kept
+    assert torch.allclose(used[2], torch.tensor([0.0, 0.0, 0.0, 1.0]), atol=1e-4)
+    with pytest.raises(ValueError, match="max_norm"):
+        MaxNormLinear(2, 2, max_norm=0)
+
+
+def test_max_norm_mlp_starts_from_the_same_weights_as_a_plain_one() -> None:
+    torch.manual_seed(3)
+    plain = mlp([5])
+    torch.manual_seed(3)
+    capped = mlp([5], max_norm=100.0)
+    for a, b in zip(plain.state_dict().values(), capped.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_transfer_sets_leave_out_the_validation_split_and_the_missing_classes() -> None:
+    labels = torch.arange(1000) % 10
+    keep, validation = anchors.transfer_set("no3", labels, 100)
+    assert len(validation) == 100 and not set(keep.tolist()) & set(validation.tolist())
+    assert (labels[keep] != 3).all() and len(keep) == 900 - 90
+    assert (labels[validation] == 3).sum() == 10  # the validation split still has 3s
+    keep78, _ = anchors.transfer_set("only78", labels, 100)
+    assert set(labels[keep78].tolist()) == {7, 8}
+    everything, none = anchors.transfer_set("hinton", labels, 100)
+    assert len(everything) == 1000 and len(none) == 0
+
+
+def test_the_bias_shift_is_chosen_on_the_validation_images_given() -> None:
+    logits = torch.zeros(4, 10)
+    logits[:, 5] = 2.1  # every image predicted as 5
+    labels = torch.tensor([3, 3, 3, 5])
+    logits[3, 3] = -5.0
+    shift = anchors.best_shift(logits, labels, (3,), +1.0)
+    assert shift == 2.25  # the smallest shift on the grid that turns the three 3s and keeps the 5
+    assert anchors.best_shift(logits, torch.tensor([0, 0, 0, 0]), (5,), -1.0) == -2.25
+
+
+def test_fidelity_is_perfect_for_the_teacher_itself_and_kl_is_positive_otherwise() -> None:
+    teacher = torch.randn(50, 10, generator=torch.Generator().manual_seed(0))
+    same = anchors.fidelity(teacher, teacher)
+    assert same["agreement"] == 1.0 and abs(same["kl"]) < 1e-6
+    other = anchors.fidelity(-teacher, teacher)
+    assert other["agreement"] < 0.2 and other["kl"] > 0
+
+
+@pytest.mark.parametrize(("low", "high", "expected"), [
+    (40.0, 60.0, "reproduced"), (10.0, 30.0, "same direction, smaller"),
+    (-5.0, 30.0, "not reproduced"), (-30.0, -10.0, "not reproduced"), (60.0, 70.0, "reproduced")])
+def test_the_verdict_rule_for_a_gain_where_higher_is_better(low, high, expected) -> None:
+    assert anchors.verdict(49.0, low, high, null=0.0, higher_is_better=True) == expected
+
+
+def test_the_verdict_rule_where_lower_is_better_and_without_an_interval() -> None:
+    assert anchors.verdict(13.2, 10.0, 14.0, null=80.0, higher_is_better=False) == "reproduced"
+    assert anchors.verdict(13.2, 30.0, 40.0, null=80.0, higher_is_better=False) == "same direction, smaller"
+    assert anchors.verdict(13.2, 70.0, 85.0, null=80.0, higher_is_better=False) == "not reproduced"
+    assert anchors.verdict(13.2, math.nan, math.nan, null=80.0, higher_is_better=False).startswith("one seed")
+    assert anchors.verdict(90.0, 10.0, 14.0, null=80.0, higher_is_better=False).startswith("no verdict")
+
+
+def test_row_ids_name_every_setting_and_unknown_parts_are_refused() -> None:
+    run = anchors.AnchorRun("hinton", "kd", 1, 30)
+    assert run.row_id() == "hinton/kd/h800-800/T20_w0.1/e30_b128_lr0.01/seed1"
+    assert anchors.AnchorRun("no3", "nokd", 0, 30).row_id().startswith("no3/nokd/h800-800/T1_w1/")
+    with pytest.raises(ValueError, match="part"):
+        anchors.AnchorRun("no4", "kd", 0, 1)
+    with pytest.raises(ValueError, match="unknown part"):
+        anchors.run_anchors("quick", parts=("no4",))
+
+
+def test_tiny_anchors_run_fills_every_table_and_resumes(tmp_path, monkeypatch, digits) -> None:
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+    tiny = anchors.AnchorScale(train_size=None, seeds=(0, 1), teacher_epochs=1, student_epochs=1,
+                               validation_size=100, self_distillation=True)
+    monkeypatch.setitem(anchors.SCALES, "quick", tiny)
+    out = tmp_path / "anchors.json"
+    data = anchors.run_anchors("quick", out=out, progress=False, dataset=digits, parts=anchors.MNIST_PARTS)
+    planned = {run.row_id() for run in anchors.planned_runs(tiny, anchors.MNIST_PARTS)}
+    assert planned | {"teacher"} == set(data["rows"])
+    assert json.loads(out.read_text())["rows"].keys() == data["rows"].keys()
+    row = data["rows"][anchors.AnchorRun("no3", "kd", 0, 1).row_id()]
+    assert sum(row["margin_3"]) == int((digits.test_labels == 3).sum())
+    assert {"agreement", "kl"} <= set(data["rows"][anchors.AnchorRun("hinton", "kd", 0, 1).row_id()]
+                                       ["fidelity_test"])
+    for table in (anchors.verdict_table(data), anchors.hinton_table(data), anchors.fidelity_table(data),
+                  anchors.transfer_table(data, "no3"), anchors.transfer_table(data, "only78")):
+        assert len(table) >= 2
+    assert len(anchors.hinton_table(data)) == 4  # with the self-distilled student
+    before = out.read_bytes()
+    again = anchors.run_anchors("quick", out=out, progress=False, dataset=digits,
+                                parts=anchors.MNIST_PARTS)  # nothing left to do
+    assert again["rows"].keys() == data["rows"].keys()
+    assert json.loads(before)["rows"] == json.loads(out.read_bytes())["rows"]
+
+
+def test_the_command_line_refuses_inference_flags_for_anchors(capsys) -> None:
+    from kdlib.experiments.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["anchors", "--inference-only"])
+    assert exit_.value.code == 2
+    assert "does not apply to anchors" in capsys.readouterr().err
+
+
+def test_consistency_part_trains_each_teaching_and_keeps_the_other_runs_provenance(
+        tmp_path, monkeypatch, cifar10) -> None:
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("KDLIB_THREADS", "1")
+    tiny = anchors.AnchorScale(train_size=None, seeds=(0,), teacher_epochs=1, student_epochs=1,
+                               validation_size=100, cifar_profile="quick", cifar_seeds=(0,), patience=(1,))
+    monkeypatch.setitem(anchors.SCALES, "quick", tiny)
+    out = tmp_path / "anchors.json"
+    out.write_text(json.dumps({"experiment": "anchors", "provenance": {"profile": "quick", "scale": {},
+                                                                         "first": "run"},
+                               "rows": {"teacher": {"kind": "teacher", "errors": 1}}}))
+    data = anchors.run_anchors("quick", out=out, progress=False, parts=("consistency",))
+    on_disk = json.loads(out.read_text())
+    assert {f"consistency/{t}/x1/seed0" for t in anchors.TEACHING} <= set(on_disk["rows"])
+    assert "teacher" in on_disk["rows"] and "cifar_teacher" in on_disk["rows"]
+    assert on_disk["provenance"]["first"] == "run" and "cifar_data_source" in on_disk["provenance"]
+    assert len(on_disk["resumed"]) == 1 and data["rows"].keys() == on_disk["rows"].keys()
+    with pytest.raises(ValueError, match="teaching"):
+        anchors.ConsistencyRun("mixup", 1, 0)
