@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from kdlib.data import cache_dir
-from kdlib.errors import path_error
-from kdlib.results import atomic_write_bytes
+from kdlib.errors import UsageError, path_error
+from kdlib.results import ResultFile, atomic_write_bytes
 
 MAGIC = b"kdlib-checkpoint 1 "
 """The start of a checkpoint file; the SHA-256 of the payload (64 hex digits) and a newline follow."""
@@ -117,3 +117,49 @@ def cached_model(name: str, key: dict[str, Any], build: Callable[[], nn.Module],
         info = fit(model)
         save_checkpoint(path, model, key, info)
     return model.eval(), info
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short SHA-256 of a model's weights (every tensor of its state dict: name, dtype, shape and
+    bytes): equal exactly when the weights are bit for bit the same."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def record_teacher(results: ResultFile, row_id: str, model: nn.Module, make_row: Callable[[], dict[str, Any]],
+                   measure: tuple[str, float] | None = None) -> None:
+    """Record the teacher ``model`` as the row ``row_id`` of ``results`` (``make_row()`` gives its
+    fields; the digest of its weights is added), or, when the file already has that row, check
+    that ``model`` is the teacher its students were trained with.
+
+    A resumed run whose teacher's checkpoint is gone (another machine, a cleared cache) trains
+    the teacher again, and a retrained network is not the same network on another machine's
+    kernels: students of two teachers would then be compared as if they shared one. The check
+    compares the weights' digest; for a row written before kdlib recorded digests it compares
+    the measurement ``measure = (field, tolerance)`` instead (e.g. ``("accuracy", 5e-4)``: the
+    same weights can move a few test images on other kernels, a retrained teacher moves many).
+    Raises :class:`kdlib.errors.UsageError` when they differ."""
+    digest = weights_digest(model)
+    if not results.has(row_id):
+        results.put(row_id, {**make_row(), "weights_sha256": digest})
+        return
+    stored = results.get(row_id)
+    if "weights_sha256" in stored:
+        same, what = stored["weights_sha256"] == digest, f"weights digest {stored['weights_sha256']}"
+        now = f"weights digest {digest}"
+    elif measure is not None and measure[0] in stored:
+        field, tolerance = measure
+        value = make_row()[field]
+        same, what, now = abs(value - stored[field]) <= tolerance, f"{field} {stored[field]}", f"{field} {value}"
+    else:
+        return  # an older row with nothing to compare
+    if not same:
+        raise UsageError(
+            f"{results.path}: its rows were made with a teacher ({row_id!r}, {what}) that is not the one "
+            f"in hand ({now}; trained again because its checkpoint was not in the cache, or trained on "
+            "another machine). Students of two teachers cannot be paired. Put the teacher's checkpoint "
+            "back in KDLIB_CACHE, or pass a new --out to run the experiment afresh.")

@@ -181,7 +181,7 @@ def test_tiny_algorithms_run_fills_every_table_and_resumes(tmp_path, monkeypatch
     assert list(table.bits) == ["float", "8", "2"] and (table.seeds == 2).all()
     assert set(algorithms.int8_table(data).dataset) == {"MNIST", "CIFAR-10"}
     assert set(algorithms.method_table(data, "adversarial", 100).method) == {"nokd", "kd", "adversarial"}
-    assert set(algorithms.method_table(data, "features").method) == {"nokd", "kd", "fitnets", "at", "at250", "crd"}
+    assert set(algorithms.method_table(data, "features").method) == {"nokd", "kd", "fitnets", "at", "crd"}
     curves = algorithms.adversarial_curves(data, 100)
     assert curves.discriminator_accuracy.notna().any()
     rows = dict(data["rows"])

@@ -23,12 +23,13 @@ import torch
 
 from conftest import fake_cifar_mirror
 from kdlib import data
-from kdlib.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from kdlib.checkpoints import (checkpoint_path, load_checkpoint, record_teacher, save_checkpoint,
+                               weights_digest)
 from kdlib.data import ImageDataset
 from kdlib.errors import PathError, UsageError
 from kdlib.experiments import TimeBudget
 from kdlib.experiments.__main__ import main
-from kdlib.models import mlp
+from kdlib.models import mlp, seeded
 from kdlib.results import ResultFile, atomic_write_json, new_provenance
 from kdlib.train import TrainConfig, train
 
@@ -235,6 +236,26 @@ def test_resuming_with_another_copy_of_the_data_is_refused(tmp_path) -> None:
                                          "original CIFAR-10.*KDLIB_DATA"):
         ResultFile(path, "exp", {}).use_data_source(ORIGINAL)
     assert strict_json(path)["provenance"]["data_source"] == MIRROR
+
+
+def test_resuming_with_a_retrained_teacher_that_differs_is_refused(tmp_path) -> None:
+    # a resumed run whose teacher checkpoint was lost trains the teacher again: on another machine
+    # that is another network, and its students must not be paired with the stored ones
+    path = tmp_path / "r.json"
+    teacher, retrained = seeded(lambda: mlp([8]), 0), seeded(lambda: mlp([8]), 1)
+    record_teacher(ResultFile(path, "exp", {}), "teacher", teacher, lambda: {"accuracy": 0.9})
+    assert strict_json(path)["rows"]["teacher"]["weights_sha256"] == weights_digest(teacher)
+    record_teacher(ResultFile(path, "exp", {}), "teacher", seeded(lambda: mlp([8]), 0),
+                   lambda: {"accuracy": 0.1})  # the same weights: accepted, the row kept
+    with pytest.raises(UsageError, match=r"made with a teacher .* not the one in hand.*KDLIB_CACHE.*--out"):
+        record_teacher(ResultFile(path, "exp", {}), "teacher", retrained, lambda: {"accuracy": 0.9})
+    assert strict_json(path)["rows"]["teacher"]["accuracy"] == 0.9
+    # a row of an older kdlib (no digest): compared by its measurement, within the tolerance
+    older = ResultFile(tmp_path / "old.json", "exp", {})
+    older.put("teacher", {"accuracy": 0.7923})
+    record_teacher(older, "teacher", retrained, lambda: {"accuracy": 0.7925}, ("accuracy", 5e-4))
+    with pytest.raises(UsageError, match="accuracy 0.7923.*accuracy 0.7868"):
+        record_teacher(older, "teacher", retrained, lambda: {"accuracy": 0.7868}, ("accuracy", 5e-4))
 
 
 def test_a_lock_that_is_a_folder_or_unusable_is_blamed_with_a_fix(tmp_path, monkeypatch) -> None:

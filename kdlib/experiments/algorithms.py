@@ -54,14 +54,14 @@ ADVERSARIAL_WEIGHT = 0.1
 # FitNets: the student's second stage is guided by the teacher stage of the same resolution
 STUDENT_BLOCKS, STUDENT_STRIDE, GUIDED_STAGE = (1, 1, 1, 1), 2, "stage2"
 HINT_WEIGHT = 1.0
-AT_WEIGHTS = {"at": 1000.0, "at250": 250.0}
-"""Attention transfer's weight beta (with the authors' form of the term, ``squared=True``):
-``at`` has theirs, 1000; ``at250`` a quarter of it, because each of our attention maps has a
-quarter of the positions of theirs (16x16 to 4x4 against 32x32 to 8x8 in Tian et al.'s
-resnet8x4), and the mean over positions of a squared difference of unit-length maps grows as
-the number of positions falls. Both chosen before any run; neither tuned."""
+AT_WEIGHT = 1000.0
+"""Attention transfer's weight beta, the authors' and RepDistiller's (with their form of the term,
+``squared=True``). Each of our attention maps has a quarter of the positions of theirs (16x16 to
+4x4 against 32x32 to 8x8 in Tian et al.'s resnet8x4), and the mean over positions of a squared
+difference of unit-length maps grows as the positions get fewer, so the same beta weighs the term
+about four times more here; a weight of 250 would match theirs per position (not run)."""
 CRD_WEIGHT, CRD_NEGATIVES = 0.8, 16_384  # RepDistiller's, for 50,000 training images
-FEATURE_METHODS = ("fitnets", "at", "at250", "crd")  # KD plus a term on features (method_terms)
+FEATURE_METHODS = ("fitnets", "at", "crd")  # KD plus a term on features (method_terms)
 REDUCED_ROW = cifar.CifarRow("Ideal on reduced train set", STUDENT_BLOCKS, stride=STUDENT_STRIDE, reduced=True)
 
 
@@ -224,9 +224,8 @@ def method_terms(method: str, teacher: nn.Module) -> cifar.MoreTerms:
 
     * ``fitnets``: a hint from the teacher stage of the same resolution to the student's
       :data:`GUIDED_STAGE`, weight :data:`HINT_WEIGHT`;
-    * ``at``, ``at250``: attention transfer at every student stage with a teacher stage of the
-      same resolution, in the form of the authors' code and RepDistiller, with the weight of
-      :data:`AT_WEIGHTS`;
+    * ``at``: attention transfer at every student stage with a teacher stage of the same
+      resolution, in the form of the authors' code and RepDistiller, weight :data:`AT_WEIGHT`;
     * ``crd``: contrastive representation distillation on the penultimate features, with
       RepDistiller's settings (weight 0.8, 128-number embeddings, temperature 0.07) and as
       many negatives, in proportion to the training set, as its 16,384 of CIFAR-100's 50,000.
@@ -240,8 +239,8 @@ def method_terms(method: str, teacher: nn.Module) -> cifar.MoreTerms:
             hint = pairs[GUIDED_STAGE]
             channels = stage_shapes(student)[GUIDED_STAGE][0], stage_shapes(teacher)[hint][0]
             return [FitNetsTerm(GUIDED_STAGE, hint, *channels, weight=HINT_WEIGHT)]
-        if method in AT_WEIGHTS:
-            return [AttentionTerm(list(pairs.items()), weight=AT_WEIGHTS[method], squared=True)]
+        if method == "at":
+            return [AttentionTerm(list(pairs.items()), weight=AT_WEIGHT, squared=True)]
         (s_layer, s_dim), (t_layer, t_dim) = penultimate(student), penultimate(teacher)
         negatives = round(CRD_NEGATIVES * len(labels) / 50_000)
         return [CRDTerm(s_layer, t_layer, s_dim, t_dim, labels, weight=CRD_WEIGHT, negatives=negatives)]
@@ -461,8 +460,8 @@ resnet32x4 -> resnet8x4, the pair of the same kind closest to ours): test accura
 FitNets, AT and CRD are each trained with the labels and *without* the KD term; here each is
 added to KD. Quoted for scale, not as a claim about this course's numbers."""
 
-METHOD_NAMES = {"nokd": "labels only", "kd": "KD", "fitnets": "KD + FitNets", "at": "KD + AT, β 1000",
-                "at250": "KD + AT, β 250", "crd": "KD + CRD"}
+METHOD_NAMES = {"nokd": "labels only", "kd": "KD", "fitnets": "KD + FitNets", "at": "KD + AT",
+                "crd": "KD + CRD"}
 
 
 def feature_table(data: dict[str, Any]) -> pd.DataFrame:
@@ -488,7 +487,7 @@ def feature_table(data: dict[str, Any]) -> pd.DataFrame:
 def literature_table() -> pd.DataFrame:
     """:data:`REPDISTILLER_CIFAR100` with each method's difference from KD, in points."""
     kd = REPDISTILLER_CIFAR100["kd"]
-    names = {"kd": "KD", "fitnets": "FitNets", "at": "AT, β 1000", "crd": "CRD"}
+    names = {"kd": "KD", "fitnets": "FitNets", "at": "AT", "crd": "CRD"}
     return pd.DataFrame([{"method": names.get(m, m), "CIFAR-100 %": v,
                           "minus KD": "" if m in ("kd", "teacher") else f"{v - kd:+.2f}"}
                          for m, v in REPDISTILLER_CIFAR100.items()])

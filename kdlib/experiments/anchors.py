@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 import kdlib
 from kdlib.augment import random_shift
-from kdlib.checkpoints import cached_model
+from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import ImageDataset, load_mnist
 from kdlib.distributed import Rank, broadcast, one_for_all, rank, run_rows
 from kdlib.experiments import published_data, published_file
@@ -183,11 +183,10 @@ def load_or_train_teacher(scale: AnchorScale, profile: str, data: tuple[Tensor, 
 
     teacher, info = cached_model("anchors_teacher", key, build_teacher, fit)
     teacher.eval()
-    if not results.has("teacher"):
-        results.put("teacher", {"kind": "teacher", **{k: list(v) if isinstance(v, tuple) else v
-                                                      for k, v in TEACHER.items()},
-                                "config": config.to_dict(), "seed": TEACHER_SEED,
-                                "errors": errors(predict_logits(teacher, x_test), y_test), **info})
+    record_teacher(results, "teacher", teacher, lambda: {
+        "kind": "teacher", **{k: list(v) if isinstance(v, tuple) else v for k, v in TEACHER.items()},
+        "config": config.to_dict(), "seed": TEACHER_SEED,
+        "errors": errors(predict_logits(teacher, x_test), y_test), **info}, ("errors", 5))
     return teacher
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 import kdlib
 from kdlib.augment import ImageBatchTransform
 from kdlib.bench import cost_ratios, inference_cost
-from kdlib.checkpoints import cached_model
+from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, first_per_class, load_cifar10
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
 from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, published_data, published_file
@@ -185,13 +185,13 @@ def load_or_train_teacher(profile: str, scale: CifarScale, data: tuple[Tensor, .
         return {"train_wall_s": log.wall_s, "epoch_losses": log.epoch_losses}
 
     teacher, info = cached_model("cifar10_teacher", key, build, fit)
-    if not results.has("teacher"):
-        results.put("teacher", {"kind": "teacher", "seed": TEACHER_SEED, "blocks": list(TEACHER_BLOCKS),
-                                "config": config.to_dict(), **info,
-                                "accuracy": evaluate(teacher, x_test, y_test, scale.flip_test),
-                                "accuracy_single_view": evaluate(teacher, x_test, y_test, flip=False)})
-        if progress:
-            print(f"teacher: accuracy {results.get('teacher')['accuracy']:.4f}", flush=True)
+    recorded = results.has("teacher")
+    record_teacher(results, "teacher", teacher, lambda: {
+        "kind": "teacher", "seed": TEACHER_SEED, "blocks": list(TEACHER_BLOCKS), "config": config.to_dict(),
+        **info, "accuracy": evaluate(teacher, x_test, y_test, scale.flip_test),
+        "accuracy_single_view": evaluate(teacher, x_test, y_test, flip=False)}, ("accuracy", 5e-4))
+    if progress and not recorded:
+        print(f"teacher: accuracy {results.get('teacher')['accuracy']:.4f}", flush=True)
     return teacher
 
 

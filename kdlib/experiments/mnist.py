@@ -24,7 +24,7 @@ from torch import Tensor
 
 import kdlib
 from kdlib.augment import random_shift
-from kdlib.checkpoints import cached_model
+from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
 from kdlib.experiments import KD_LABEL_WEIGHT, published_data, published_file
@@ -175,9 +175,9 @@ def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: 
     teacher, info = cached_teacher(x_train, y_train, seed, recipe, source,
                                    experiment="mnist-table1-teacher", profile=profile)
     row_id = f"teacher/seed{seed}"
-    if not results.has(row_id):
-        results.put(row_id, {"kind": "teacher", "seed": seed, "hidden": list(recipe.hidden),
-                             "dropout": recipe.dropout, "config": replace(recipe.config, seed=seed).to_dict(), **info})
+    record_teacher(results, row_id, teacher, lambda: {
+        "kind": "teacher", "seed": seed, "hidden": list(recipe.hidden), "dropout": recipe.dropout,
+        "config": replace(recipe.config, seed=seed).to_dict(), **info})
     return teacher
 
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from kdlib.calibration import expected_calibration_error, log_loss, reliability_bins
 from kdlib.data import ImageDataset, load_mnist
+from kdlib.checkpoints import record_teacher
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, published_data, published_file
@@ -205,12 +206,15 @@ class Teachers:
 
         model = one_for_all(make, lambda: mlp(recipe.hidden, dropout=recipe.dropout), rank()).eval()
         row_id = f"teacher/{name}"
-        if not self.results.has(row_id):
+
+        def make_row() -> dict[str, Any]:
             test_logits = predict_logits(model, self.x_test) * recipe.sharpen
             train_logits = predict_logits(model, self.x_train) * recipe.sharpen
-            self.results.put(row_id, {"kind": "teacher", "teacher": name, "recipe": asdict(recipe),
-                                      "seed": TEACHER_SEED, **info, **teacher_metrics(test_logits, self.y_test),
-                                      "train_set": training_targets(train_logits, self.y_train)})
+            return {"kind": "teacher", "teacher": name, "recipe": asdict(recipe), "seed": TEACHER_SEED, **info,
+                    **teacher_metrics(test_logits, self.y_test),
+                    "train_set": training_targets(train_logits, self.y_train)}
+
+        record_teacher(self.results, row_id, model, make_row, ("accuracy", 5e-4))
         return model
 
     def train_logits(self, name: str) -> Tensor:
