@@ -57,9 +57,9 @@ HINT_WEIGHT = 1.0
 AT_WEIGHT = 1000.0
 """Attention transfer's weight beta, the authors' and RepDistiller's (with their form of the term,
 ``squared=True``). Each of our attention maps has a quarter of the positions of theirs (16x16 to
-4x4 against 32x32 to 8x8 in Tian et al.'s resnet8x4), and the mean over positions of a squared
-difference of unit-length maps grows as the positions get fewer, so the same beta weighs the term
-about four times more here; a weight of 250 would match theirs per position (not run)."""
+4x4 against 32x32 to 8x8 in Tian et al.'s resnet8x4), so beta / (H W), the weight on each
+position, is four times theirs; 250 would match theirs per position (chapter 8 says why its
+one run at 250 is not published)."""
 CRD_WEIGHT, CRD_NEGATIVES = 0.8, 16_384  # RepDistiller's, for 50,000 training images
 FEATURE_METHODS = ("fitnets", "at", "crd")  # KD plus a term on features (method_terms)
 REDUCED_ROW = cifar.CifarRow("Ideal on reduced train set", STUDENT_BLOCKS, stride=STUDENT_STRIDE, reduced=True)
