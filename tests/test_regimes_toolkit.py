@@ -191,3 +191,25 @@ def test_tiny_regimes_run_with_a_scale_of_ones_own(tmp_path, monkeypatch) -> Non
     again = regimes.run_regimes("quick", out=out, dataset=fake_mnist(), scale=tiny, progress=False)
     first_id = sorted(expected)[0]
     assert again["rows"][first_id]["train_wall_s"] == data["rows"][first_id]["train_wall_s"]  # not rerun
+
+
+def test_tables_select_the_planned_runs_and_raise_when_one_is_missing() -> None:
+    import copy
+
+    from kdlib.experiments import MissingRows
+
+    data = regimes.load_published()
+    scale = regimes.recorded_scale(data)
+    # the grid's cells average the grid's seeds only, also at (T, w) = the sweep-1 default,
+    # where sweep 1 has more seeds in the file
+    n = scale.grid_sizes[0]
+    cell = regimes.grid(data, n).loc[regimes.KD_TEMPERATURE, regimes.KD_LABEL_WEIGHT]
+    runs = [regimes.kd_run(n, seed, scale.main_teacher) for seed in scale.grid_seeds]
+    expected = sum(data["rows"][r.row_id()]["accuracy"] for r in runs) / len(runs)
+    assert len(scale.seeds) > len(scale.grid_seeds) and cell == pytest.approx(100 * expected)
+    # a planned row that is missing is named, with the command that makes it
+    gone = regimes.nokd_run(scale.sizes[0], scale.seeds[-1]).row_id()
+    broken = copy.deepcopy(data)
+    del broken["rows"][gone]
+    with pytest.raises(MissingRows, match=f"1 planned row.*{gone}.*kdlib.experiments regimes --profile full"):
+        regimes.gain_by_size(broken)

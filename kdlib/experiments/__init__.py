@@ -125,6 +125,24 @@ def published_file(relative: str) -> Path:
     return cached
 
 
+class MissingRows(LookupError):
+    """A table asked for rows its experiment plans but the result file does not hold (a run
+    stopped by its time budget, a file of another profile, a row id that changed)."""
+
+
+def planned_rows(data: dict[str, Any], row_ids: list[str], command: str) -> list[dict[str, Any]]:
+    """The rows ``row_ids`` of a result file's ``data``, in that order. A table selects the rows
+    of the runs it plans by their ids, never by matching columns: a missing row raises
+    :class:`MissingRows`, naming it and ``command`` (the run that makes it), instead of
+    leaving a line out of the table without a word."""
+    missing = [row_id for row_id in row_ids if row_id not in data["rows"]]
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise MissingRows(f"the result file lacks {len(missing)} planned row(s): {missing[:3]}{more}; "
+                          f"run (or resume) `{command}` to make them")
+    return [data["rows"][row_id] for row_id in row_ids]
+
+
 def check_time_budget(seconds: float | None) -> float | None:
     """A time budget must be ``None`` (no budget) or a finite number of seconds >= 0."""
     if seconds is None:

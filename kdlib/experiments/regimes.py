@@ -32,7 +32,7 @@ from kdlib.data import ImageDataset, load_mnist
 from kdlib.checkpoints import record_teacher
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
-from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, published_data, published_file
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, published_data, published_file
 from kdlib.experiments.mnist import (REPORT_TEACHER, TeacherRecipe, balanced_subset, cached_teacher,
                                     prepare_inputs)
 from kdlib.models import mlp, seeded
@@ -307,25 +307,45 @@ def teacher_frame(data: dict[str, Any]) -> pd.DataFrame:
                           "train_entropy_at_T": r.get("train_set", {}).get("entropy_at_T", nan)} for r in rows])
 
 
-PLAIN = {"hidden": (300,), "batch_size": 32, "lr": 0.02}  # the students of sweeps 1-4
-DEFAULT_KD = {"temperature": KD_TEMPERATURE, "label_weight": KD_LABEL_WEIGHT, "epochs": 0, **PLAIN}
+def recorded_scale(data: dict[str, Any]) -> RegimeScale:
+    """The scale a result file was made with (recorded in its provenance)."""
+    fields = data["provenance"]["scale"]
+    return RegimeScale(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def runs_frame(data: dict[str, Any], **arms: list[StudentRun]) -> pd.DataFrame:
+    """The rows of planned runs, found by their row ids, one line per run with an ``arm`` column
+    naming its group (``runs_frame(data, kd=[...], nokd=[...])``), accuracy in percent. A
+    planned run missing from the file raises :class:`kdlib.experiments.MissingRows`."""
+    command = f"python -m kdlib.experiments regimes --profile {data['provenance'].get('profile', 'full')}"
+    frames = [pd.DataFrame(planned_rows(data, [run.row_id() for run in runs], command)).assign(arm=arm)
+              for arm, runs in arms.items()]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["hidden"] = frame["hidden"].map(tuple)
+    frame["accuracy_pct"] = 100 * frame["accuracy"]
+    return frame
+
+
+# the students of sweeps 1-4, as their recipes make them (for selecting rows by columns)
+PLAIN = {field: getattr(nokd_run(1, 0), field) for field in ("hidden", "batch_size", "lr")}
+DEFAULT_KD = {field: getattr(kd_run(1, 0, REPORT_TEACHER.name), field)
+              for field in ("temperature", "label_weight", "epochs")} | PLAIN
+KD_ARM, NOKD_ARM, SMOOTH_ARM = {"arm": "kd"}, {"arm": "nokd"}, {"arm": "smooth"}
 
 
 def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFrame:
     """Sweep 1: accuracy of KD and labels-only students and the paired KD gain, per size."""
-    frame = student_frame(data)
-    teacher = teacher or data["provenance"]["scale"]["main_teacher"]
+    scale = recorded_scale(data)
+    teacher = teacher or scale.main_teacher
     lines = []
-    for n in sorted(frame.train_size.unique()):
-        kd = dict(kind="kd", train_size=n, teacher=teacher, **DEFAULT_KD)
-        no = dict(kind="nokd", train_size=n, epochs=0, **PLAIN)
-        if matching_rows(frame, **kd).empty or matching_rows(frame, **no).empty:
-            continue
-        g = gap_by_seed(frame, kd, no)
-        lines.append({"labelled examples": n, "KD acc %": matching_rows(frame, **kd).accuracy_pct.mean(),
-                      "labels-only acc %": matching_rows(frame, **no).accuracy_pct.mean(), "gain": g.mean,
+    for n in scale.sizes:
+        frame = runs_frame(data, kd=[kd_run(n, seed, teacher) for seed in scale.seeds],
+                           nokd=[nokd_run(n, seed) for seed in scale.seeds])
+        g = gap_by_seed(frame, KD_ARM, NOKD_ARM)
+        lines.append({"labelled examples": n, "KD acc %": matching_rows(frame, **KD_ARM).accuracy_pct.mean(),
+                      "labels-only acc %": matching_rows(frame, **NOKD_ARM).accuracy_pct.mean(), "gain": g.mean,
                       "CI low": g.low, "CI high": g.high,
-                      "worst seed": seed_differences(frame, kd, no).min(), "seeds": g.n})
+                      "worst seed": seed_differences(frame, KD_ARM, NOKD_ARM).min(), "seeds": g.n})
     return pd.DataFrame(lines)
 
 
@@ -381,16 +401,19 @@ def variance_ratio(profile: str = "quick", train_size: int = 1_000, seed: int = 
 
 
 def teacher_gains(data: dict[str, Any], train_size: int) -> pd.DataFrame:
-    """Sweep 2: each teacher's test metrics beside its students' paired KD gain at ``train_size``."""
-    frame = student_frame(data)
+    """Sweep 2: each teacher's test metrics beside its students' paired KD gain at ``train_size``
+    (every teacher at the sweep's sizes, the main teacher alone at sweep 1's other sizes)."""
+    scale = recorded_scale(data)
+    names = scale.teachers if train_size in scale.teacher_sizes else (scale.main_teacher,)
+    if train_size not in scale.teacher_sizes and train_size not in scale.sizes:
+        raise ValueError(f"no students were planned at {train_size} examples: sweep 2 has "
+                         f"{scale.teacher_sizes}, sweep 1 {scale.sizes}")
     teachers = teacher_frame(data).set_index("teacher")
-    no = dict(kind="nokd", train_size=train_size, epochs=0, **PLAIN)
     lines = []
-    for name in teachers.index:
-        kd = dict(kind="kd", train_size=train_size, teacher=name, **DEFAULT_KD)
-        if matching_rows(frame, **kd).empty:
-            continue
-        g = gap_by_seed(frame, kd, no)
+    for name in names:
+        frame = runs_frame(data, kd=[kd_run(train_size, seed, name) for seed in scale.seeds],
+                           nokd=[nokd_run(train_size, seed) for seed in scale.seeds])
+        g = gap_by_seed(frame, KD_ARM, NOKD_ARM)
         lines.append({"teacher": name, **teachers.loc[name].to_dict(), "gain": g.mean, "CI low": g.low,
                       "CI high": g.high, "seeds": g.n})
     return pd.DataFrame(lines)
@@ -399,17 +422,17 @@ def teacher_gains(data: dict[str, Any], train_size: int) -> pd.DataFrame:
 def smoothing_vs_kd(data: dict[str, Any]) -> pd.DataFrame:
     """Sweep 3: at each size, the best label smoothing (highest mean accuracy; chosen on the test
     set, so slightly flattered) against the labels-only and the KD student, paired by seed."""
-    frame = student_frame(data)
-    teacher = data["provenance"]["scale"]["main_teacher"]
+    scale = recorded_scale(data)
     lines = []
-    for n in sorted(matching_rows(frame, kind="smooth").train_size.unique()):
-        smooth = matching_rows(frame, kind="smooth", train_size=n)
+    for n in sorted({min(scale.sizes), max(scale.sizes)}):
+        smooth = runs_frame(data, smooth=[StudentRun("smooth", n, seed, label_smoothing=eps)
+                                          for seed in scale.seeds for eps in scale.smoothing])
         best = smooth.groupby("label_smoothing").accuracy_pct.mean().idxmax()
-        sm = dict(kind="smooth", train_size=n, label_smoothing=best, epochs=0, **PLAIN)
-        no = dict(kind="nokd", train_size=n, epochs=0, **PLAIN)
-        kd = dict(kind="kd", train_size=n, teacher=teacher, **DEFAULT_KD)
-        smooth_gain, kd_gain = gap_by_seed(frame, sm, no), gap_by_seed(frame, kd, no)
-        kd_over_smooth = gap_by_seed(frame, kd, sm)
+        frame = runs_frame(data, smooth=[StudentRun("smooth", n, seed, label_smoothing=best) for seed in scale.seeds],
+                           nokd=[nokd_run(n, seed) for seed in scale.seeds],
+                           kd=[kd_run(n, seed, scale.main_teacher) for seed in scale.seeds])
+        smooth_gain, kd_gain = gap_by_seed(frame, SMOOTH_ARM, NOKD_ARM), gap_by_seed(frame, KD_ARM, NOKD_ARM)
+        kd_over_smooth = gap_by_seed(frame, KD_ARM, SMOOTH_ARM)
         lines.append({"labelled examples": n, "best eps": best, "smoothing gain": smooth_gain.mean,
                       "smoothing CI": f"[{smooth_gain.low:+.2f}, {smooth_gain.high:+.2f}]",
                       "KD gain": kd_gain.mean, "KD over smoothing": kd_over_smooth.mean,
@@ -423,8 +446,9 @@ def smoothing_vs_kd(data: dict[str, Any]) -> pd.DataFrame:
 def grid(data: dict[str, Any], train_size: int, statistic: str = "mean") -> pd.DataFrame:
     """Sweep 4: accuracy (%) of the KD student for each (T, label_weight), main teacher: the mean over
     seeds, or with ``statistic="std"`` their standard deviation."""
-    frame = matching_rows(student_frame(data), kind="kd", train_size=train_size,
-                          teacher=data["provenance"]["scale"]["main_teacher"], epochs=0, **PLAIN)
+    scale = recorded_scale(data)
+    frame = runs_frame(data, kd=[kd_run(train_size, seed, scale.main_teacher, t, w) for seed in scale.grid_seeds
+                                 for t in scale.temperatures for w in scale.label_weights])
     return frame.pivot_table(index="temperature", columns="label_weight", values="accuracy_pct", aggfunc=statistic)
 
 
@@ -433,10 +457,13 @@ HINTON_ERRORS = {"teacher": 67, "student": 146, "distilled": 74}  # Hinton et al
 
 def anchor_errors(data: dict[str, Any]) -> tuple[pd.Series, pd.Series]:
     """Sweep 5: test errors of the 800-800 students, labels only and distilled, one per seed."""
-    frame = student_frame(data)
-    select = dict(hidden=ANCHOR["hidden"], batch_size=ANCHOR["batch_size"], lr=ANCHOR["lr"])
-    return (matching_rows(frame, kind="nokd", **select).set_index("seed").errors,
-            matching_rows(frame, kind="kd", teacher=ANCHOR_TEACHER, **select).set_index("seed").errors)
+    scale = recorded_scale(data)
+    frame = runs_frame(data, nokd=[nokd_run(FULL_SIZE, seed, epochs=scale.anchor_epochs, **ANCHOR)
+                                   for seed in scale.anchor_seeds],
+                       kd=[kd_run(FULL_SIZE, seed, ANCHOR_TEACHER, epochs=scale.anchor_epochs, **ANCHOR_KD, **ANCHOR)
+                           for seed in scale.anchor_seeds])
+    return (matching_rows(frame, **NOKD_ARM).set_index("seed").errors,
+            matching_rows(frame, **KD_ARM).set_index("seed").errors)
 
 
 def anchor_table(data: dict[str, Any]) -> pd.DataFrame:
