@@ -207,3 +207,18 @@ def test_an_uncalibrated_qat_model_is_refused_with_what_to_do() -> None:
         to_int8(qat)
     qat.train()(torch.randn(8, 1, 28, 28))  # one batch gives the quantizers their ranges
     assert to_int8(qat)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_the_feature_table_reads_the_planned_rows_and_names_a_missing_one() -> None:
+    import copy
+
+    from kdlib.experiments import MissingRows
+
+    data = algorithms.load_published()
+    table = algorithms.feature_table(data)
+    seeds = len(data["provenance"]["scale"]["cifar_seeds"])
+    assert list(table.seeds) == [seeds] * (2 + len(algorithms.FEATURE_METHODS))
+    broken = copy.deepcopy(data)
+    del broken["rows"][algorithms.feature_row_id("crd", 1)]
+    with pytest.raises(MissingRows, match=r"cifar/features/crd/seed1.*algorithms --profile full"):
+        algorithms.feature_table(broken)

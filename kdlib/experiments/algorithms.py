@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from kdlib.adversarial import AdversarialTerm
 from kdlib.bench import latency_and_throughput
 from kdlib.data import ImageDataset, load_cifar10, load_mnist
-from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, TimeBudget, cifar, published_data, published_file
+from kdlib.experiments import (KD_LABEL_WEIGHT, KD_TEMPERATURE, TimeBudget, cifar, planned_rows, published_data,
+                               published_file)
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.experiments.regimes import Teachers, epochs_for
 from kdlib.contrastive import CRDTerm
@@ -248,6 +249,11 @@ def method_terms(method: str, teacher: nn.Module) -> cifar.MoreTerms:
     return more_terms
 
 
+def feature_row_id(method: str, seed: int) -> str:
+    """The row id of a reduced-set CIFAR-10 student (``method`` "nokd", "kd" or a feature method)."""
+    return f"cifar/features/{method}/seed{seed}"
+
+
 def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset, results: ResultFile,
                     progress: bool, budget: TimeBudget) -> None:
     """Reduced-set students: labels only, KD, and KD plus each feature method; then QAT fine-tuning of the first two
@@ -258,7 +264,7 @@ def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset,
     teacher = None
     for seed in scale.cifar_seeds:
         for method in ("nokd", "kd", *FEATURE_METHODS):
-            row_id = f"cifar/features/{method}/seed{seed}"
+            row_id = feature_row_id(method, seed)
             qat_ids = {} if method in FEATURE_METHODS else {b: f"cifar/quantized/{method}/bits{b}/seed{seed}"
                                                             for b in scale.bits}
             qat_ids = {bits: qat_id for bits, qat_id in qat_ids.items() if not results.has(qat_id)}
@@ -466,14 +472,16 @@ METHOD_NAMES = {"nokd": "labels only", "kd": "KD", "fitnets": "KD + FitNets", "a
 
 def feature_table(data: dict[str, Any]) -> pd.DataFrame:
     """The reduced-set CIFAR-10 students, in the style of Tian et al.'s table: each method's
-    accuracy (mean ± sd over seeds) and its paired gain over plain KD with the 95% interval."""
-    frame = student_frame(data)
-    frame = frame[frame.experiment == "features"]
+    accuracy (mean ± sd over seeds) and its paired gain over plain KD with the 95% interval. The
+    rows are the planned ones (every method and seed of the recorded scale): a missing row
+    raises :class:`kdlib.experiments.MissingRows`."""
+    methods, seeds = ("nokd", "kd", *FEATURE_METHODS), data["provenance"]["scale"]["cifar_seeds"]
+    command = f"python -m kdlib.experiments algorithms --profile {data['provenance'].get('profile', 'full')}"
+    frame = pd.DataFrame(planned_rows(data, [feature_row_id(m, s) for m in methods for s in seeds], command))
+    frame["accuracy_pct"] = 100 * frame["accuracy"]
     lines = []
-    for method in ("nokd", "kd", *FEATURE_METHODS):
+    for method in methods:
         accuracy = frame[frame.method == method].accuracy_pct
-        if accuracy.empty:
-            continue
         line = {"method": METHOD_NAMES[method], "accuracy %": mean_sd(accuracy), "seeds": len(accuracy)}
         if method != "kd":
             gap = paired(frame, {"method": method}, {"method": "kd"})
