@@ -17,10 +17,22 @@ import os
 import torch
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) under which bfloat16 is still native
+BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10_1_512", "ALL")
+
+
 def cpu_has_bfloat16() -> bool:
-    """Whether this CPU has native bfloat16 instructions (AVX-512 BF16 or AMX)."""
+    """Whether this CPU has native bfloat16 instructions (AVX-512 BF16 or AMX) *and* PyTorch's
+    kernels may use them. Capping the kernels below AVX-512 (``ATEN_CPU_CAPABILITY=avx2``,
+    ``ONEDNN_MAX_CPU_ISA=AVX2``: how CI imitates a CPU without AVX-512, such as Colab's) leaves
+    bfloat16 to a slow emulation, so kdlib then trains in float32, as it would on that CPU."""
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check is not None and check())
+    if check is None or not check():
+        return False
+    if not torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return not isa or isa.startswith(BF16_ISAS)
 
 
 def use_bfloat16(device: torch.device) -> bool:

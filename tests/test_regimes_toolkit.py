@@ -141,6 +141,17 @@ def test_bfloat16_switch(monkeypatch) -> None:
     monkeypatch.setenv("KDLIB_BF16", "yes")
     with pytest.raises(ValueError, match="KDLIB_BF16"):
         use_bfloat16(torch.device("cpu"))
+    # kernels capped below AVX-512 (CI's imitation of a CPU without it): float32, not an emulation
+    monkeypatch.delenv("KDLIB_BF16")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert cpu_has_bfloat16() is True
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert cpu_has_bfloat16() is False and use_bfloat16(torch.device("cpu")) is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert cpu_has_bfloat16() is True
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert cpu_has_bfloat16() is False
 
 
 def test_show_table_formats_and_is_stable() -> None:
