@@ -222,3 +222,18 @@ def test_the_feature_table_reads_the_planned_rows_and_names_a_missing_one() -> N
     del broken["rows"][algorithms.feature_row_id("crd", 1)]
     with pytest.raises(MissingRows, match=r"cifar/features/crd/seed1.*algorithms --profile full"):
         algorithms.feature_table(broken)
+
+
+def test_the_quantization_table_names_a_missing_planned_row() -> None:
+    import copy
+
+    from kdlib.experiments import MissingRows
+
+    data = algorithms.load_published()
+    bits = data["provenance"]["scale"]["bits"]
+    table = algorithms.quantization_table(data, "CIFAR-10")
+    assert list(table.bits) == ["float", *map(str, bits)]
+    broken = copy.deepcopy(data)
+    del broken["rows"][algorithms.quantized_row_id("MNIST", "kd", bits[-1], 0)]
+    with pytest.raises(MissingRows, match=rf"mnist/quantized/kd/bits{bits[-1]}/seed0"):
+        algorithms.quantization_table(broken, "MNIST")

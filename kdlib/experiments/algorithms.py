@@ -140,7 +140,7 @@ def run_quantized_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teache
         keep = balanced_subset(y_train, scale.mnist_train_size, seed)
         for bits in (FLOAT_BITS, *scale.bits):
             for method in ("kd", "nokd"):
-                row_id = f"mnist/quantized/{method}/bits{bits}/seed{seed}"
+                row_id = quantized_row_id("MNIST", method, bits, seed)
                 if results.has(row_id):
                     continue
                 if budget.spent():
@@ -249,6 +249,14 @@ def method_terms(method: str, teacher: nn.Module) -> cifar.MoreTerms:
     return more_terms
 
 
+def quantized_row_id(dataset: str, method: str, bits: int, seed: int) -> str:
+    """The row id of a student of the quantization experiment (``bits`` :data:`FLOAT_BITS`: the
+    float student; on CIFAR-10 that is the feature experiment's row)."""
+    if dataset == "CIFAR-10":
+        return feature_row_id(method, seed) if bits == FLOAT_BITS else f"cifar/quantized/{method}/bits{bits}/seed{seed}"
+    return f"mnist/quantized/{method}/bits{bits}/seed{seed}"
+
+
 def feature_row_id(method: str, seed: int) -> str:
     """The row id of a reduced-set CIFAR-10 student (``method`` "nokd", "kd" or a feature method)."""
     return f"cifar/features/{method}/seed{seed}"
@@ -265,7 +273,7 @@ def run_cifar_parts(scale: AlgorithmsScale, profile: str, dataset: ImageDataset,
     for seed in scale.cifar_seeds:
         for method in ("nokd", "kd", *FEATURE_METHODS):
             row_id = feature_row_id(method, seed)
-            qat_ids = {} if method in FEATURE_METHODS else {b: f"cifar/quantized/{method}/bits{b}/seed{seed}"
+            qat_ids = {} if method in FEATURE_METHODS else {b: quantized_row_id("CIFAR-10", method, b, seed)
                                                             for b in scale.bits}
             qat_ids = {bits: qat_id for bits, qat_id in qat_ids.items() if not results.has(qat_id)}
             if results.has(row_id) and not qat_ids:
@@ -380,6 +388,15 @@ def student_frame(data: dict[str, Any]) -> pd.DataFrame:
     return frame
 
 
+def planned_frame(data: dict[str, Any], row_ids: list[str]) -> pd.DataFrame:
+    """The rows ``row_ids`` (planned by a table) as a frame, accuracy in percent; a missing one
+    raises :class:`kdlib.experiments.MissingRows` with the command that makes it."""
+    command = f"python -m kdlib.experiments algorithms --profile {data['provenance'].get('profile', 'full')}"
+    frame = pd.DataFrame(planned_rows(data, row_ids, command))
+    frame["accuracy_pct"] = 100 * frame["accuracy"]
+    return frame
+
+
 def paired(frame: pd.DataFrame, treated: dict[str, Any], baseline: dict[str, Any]) -> PairedGap | float:
     """Paired gap (percentage points) of ``treated`` minus ``baseline`` over their common seeds;
     with a single common seed, just the difference (no interval can be computed)."""
@@ -400,15 +417,16 @@ def mean_sd(values: pd.Series) -> str:
 
 def quantization_table(data: dict[str, Any], dataset: str = "MNIST") -> pd.DataFrame:
     """Accuracy (mean and sd over seeds) of KD and no-KD students at each bit width, and the
-    paired gain of KD at that width."""
-    frame = student_frame(data)
-    frame = frame[(frame.dataset == dataset) & frame.bits.notna()
-                  & ((frame.experiment == "quantized") | (frame.bits == FLOAT_BITS))]
+    paired gain of KD at that width; the planned rows of the recorded scale, a missing one
+    raises :class:`kdlib.experiments.MissingRows`."""
+    scale = data["provenance"]["scale"]
+    seeds = scale["mnist_seeds"] if dataset == "MNIST" else scale["cifar_seeds"]
+    widths = (FLOAT_BITS, *scale["bits"])
+    frame = planned_frame(data, [quantized_row_id(dataset, method, bits, seed) for seed in seeds
+                                 for bits in widths for method in ("kd", "nokd")])
     lines = []
-    for bits in sorted(frame.bits.unique(), reverse=True):
+    for bits in widths:
         at = frame[frame.bits == bits]
-        if set(at.method) < {"kd", "nokd"}:
-            continue
         g = paired(at, {"method": "kd"}, {"method": "nokd"})
         lines.append({"bits": "float" if bits == FLOAT_BITS else f"{int(bits)}",
                       "no KD %": mean_sd(at[at.method == "nokd"].accuracy_pct),
@@ -476,9 +494,7 @@ def feature_table(data: dict[str, Any]) -> pd.DataFrame:
     rows are the planned ones (every method and seed of the recorded scale): a missing row
     raises :class:`kdlib.experiments.MissingRows`."""
     methods, seeds = ("nokd", "kd", *FEATURE_METHODS), data["provenance"]["scale"]["cifar_seeds"]
-    command = f"python -m kdlib.experiments algorithms --profile {data['provenance'].get('profile', 'full')}"
-    frame = pd.DataFrame(planned_rows(data, [feature_row_id(m, s) for m in methods for s in seeds], command))
-    frame["accuracy_pct"] = 100 * frame["accuracy"]
+    frame = planned_frame(data, [feature_row_id(m, s) for m in methods for s in seeds])
     lines = []
     for method in methods:
         accuracy = frame[frame.method == method].accuracy_pct
