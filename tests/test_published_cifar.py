@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -64,3 +65,16 @@ def test_report_ratio_fit_covers_every_row(published: dict) -> None:
     fit = cifar.report_ratio_fit(published)
     assert list(fit.index) == [row.name for row in cifar.TABLE2]
     assert (fit > 0).all().all()
+
+
+def test_table2_names_a_missing_planned_run() -> None:
+    import copy
+
+    from kdlib.experiments import MissingRows
+
+    published = cifar.load_published()
+    row = cifar.TABLE2[-1]
+    broken = copy.deepcopy(published)
+    del broken["rows"][row.row_id(0)]
+    with pytest.raises(MissingRows, match=re.escape(row.row_id(0))):
+        cifar.summary_table(broken)

@@ -29,7 +29,7 @@ from kdlib.bench import cost_ratios, inference_cost
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, first_per_class, load_cifar10
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
-from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, published_data, published_file
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, published_data, published_file
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import cifar_resnet, seeded
 from kdlib.precision import use_bfloat16
@@ -381,12 +381,15 @@ def load_published() -> dict[str, Any]:
 
 
 def summary_table(data: dict[str, Any], rows: tuple[CifarRow, ...] = TABLE2) -> pd.DataFrame:
-    """Table 2 as we measured it: accuracy (mean, std over seeds), training time, cost ratios."""
+    """Table 2 as we measured it: accuracy (mean, std over seeds), training time, cost ratios.
+    Every row of ``rows`` must have a run for each seed of the recorded scale (rows with more
+    seeds, for a claim, keep them all): a missing run raises :class:`kdlib.experiments.MissingRows`."""
+    seeds = data["provenance"]["scale"]["seeds"]
+    command = f"python -m kdlib.experiments cifar10 --profile {data['provenance'].get('profile', 'full')}"
+    planned_rows(data, [row.row_id(seed) for row in rows for seed in seeds], command)
     lines = []
     for row in rows:
         runs = [r for r in data["rows"].values() if r.get("kind") == "student" and r["name"] == row.name]
-        if not runs:
-            continue
         acc = pd.Series([r["accuracy"] for r in runs]) * 100
         ratios = cost_ratios(data["inference"]["teacher"], data["inference"][row.architecture])
         lines.append({"experiment": row.name, "seeds": len(runs), "accuracy_pct": acc.mean(),
