@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -72,3 +73,16 @@ def test_temperature_gaps_pair_the_seeds(published: dict) -> None:
     assert list(gaps["T"]) == ["1 minus 3.5", "1 minus 10", "3.5 minus 10"]
     assert (gaps.seeds == len(published["provenance"]["scale"]["seeds"])).all()
     assert (gaps["sd of differences"] > 0).all()
+
+
+def test_table1_names_a_missing_planned_run() -> None:
+    import copy
+
+    from kdlib.experiments import MissingRows
+
+    published = mnist.load_published()
+    kind, spec, seed = mnist.planned_runs((0,))[1]
+    broken = copy.deepcopy(published)
+    del broken["rows"][spec.row_id(kind, seed)]
+    with pytest.raises(MissingRows, match=re.escape(spec.row_id(kind, seed))):
+        mnist.summary_table(broken)

@@ -27,7 +27,7 @@ from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
-from kdlib.experiments import KD_LABEL_WEIGHT, published_data, published_file
+from kdlib.experiments import KD_LABEL_WEIGHT, planned_rows, published_data, published_file
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
@@ -286,7 +286,12 @@ def row_students(kd: pd.DataFrame, nokd: pd.DataFrame, spec: StudentSpec) -> tup
 
 
 def summary_table(data: dict[str, Any]) -> pd.DataFrame:
-    """Table 1 as we measured it: per row, mean and std over seeds, KD and no-KD, and cost ratios."""
+    """Table 1 as we measured it: per row, mean and std over seeds, KD and no-KD, and cost ratios.
+    Every planned run of the recorded seeds must be in the file: a missing one raises
+    :class:`kdlib.experiments.MissingRows`."""
+    command = f"python -m kdlib.experiments mnist --profile {data['provenance'].get('profile', 'full')}"
+    planned_rows(data, [spec.row_id(kind, seed) for kind, spec, seed in
+                        planned_runs(tuple(data["provenance"]["scale"]["seeds"]))], command)
     kd = student_rows(data, "kd")
     nokd = student_rows(data, "nokd")
     lines = []
