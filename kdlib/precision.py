@@ -29,7 +29,9 @@ def cpu_has_bfloat16() -> bool:
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     if check is None or not check():
         return False
-    if not torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512"):
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", None)  # torch >= 2.1
+    in_use = capability() if capability is not None else os.environ.get("ATEN_CPU_CAPABILITY", "AVX512")
+    if not in_use.upper().startswith("AVX512"):
         return False
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
     return not isa or isa.startswith(BF16_ISAS)
