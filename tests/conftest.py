@@ -68,3 +68,13 @@ def fake_cifar_mirror(tmp_path: Path, monkeypatch, images: list[tuple[str, str, 
     monkeypatch.setattr(data, "CIFAR10_JPEG_SHA256", hashlib.sha256(buffer.getvalue()).hexdigest())
     monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
     return archive
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread for a test (tiny networks run faster so, the pinned constants were
+    recorded so, and it is the lightest on a shared machine); the count is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

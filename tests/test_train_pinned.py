@@ -184,13 +184,7 @@ def run(trainer: Callable[..., Any], setting: str) -> tuple[nn.Module, list[floa
     return model, log.epoch_losses if hasattr(log, "epoch_losses") else log
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: how the constants were recorded (and the lightest on a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("setting", list(PINNED))

@@ -23,13 +23,7 @@ def toy(n: int = 64, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     return x, (x.flatten(1)[:, 0] > 0).long() + (x.flatten(1)[:, 1] > 1).long()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster, and the lightest on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def small() -> nn.Module:
