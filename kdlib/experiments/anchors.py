@@ -16,8 +16,9 @@ Three parts, each a set of student runs paired by seed against one teacher:
   against a *consistent* one (it sees the student's augmented batch), at chapter 8's schedule and
   at a longer one, beside students trained on the labels alone.
 
-Every student row also records its *fidelity* (Stanton et al., 2021): top-1 agreement with the
-teacher and KL(teacher || student) at T = 1, on training and on test images.
+Every student row of section 1 also records its *fidelity* (:mod:`kdlib.fidelity`, Stanton et
+al., 2021): top-1 agreement with the teacher and KL(teacher || student) at T = 1, on training and
+on test images.
 
 ``python -m kdlib.experiments anchors --profile full`` writes ``results/anchors_full.json``.
 """
@@ -41,6 +42,7 @@ from kdlib.data import ImageDataset, load_mnist
 from kdlib.distributed import Rank, broadcast, one_for_all, rank, run_rows
 from kdlib.experiments import published_data, published_file
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
+from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
@@ -190,14 +192,6 @@ def load_or_train_teacher(scale: AnchorScale, profile: str, data: tuple[Tensor, 
     return teacher
 
 
-def fidelity(student_logits: Tensor, teacher_logits: Tensor) -> dict[str, float]:
-    """Top-1 agreement with the teacher and the mean KL(teacher || student) at T = 1 (nats)."""
-    log_p = teacher_logits.log_softmax(1)
-    log_q = student_logits.log_softmax(1)
-    return {"agreement": (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item(),
-            "kl": (log_p.exp() * (log_p - log_q)).sum(1).mean().item()}
-
-
 def transfer_split(y_train: Tensor, validation_size: int) -> tuple[Tensor, Tensor]:
     """Indices of the validation split (class-balanced, seed 0) and of the rest of the training set."""
     validation = balanced_subset(y_train, validation_size, seed=0)
@@ -250,8 +244,8 @@ def run_student(run: AnchorRun, scale: AnchorScale, data: tuple[Tensor, ...], te
                            "train_wall_s": log.wall_s}
     if run.part == "hinton":
         train_logits = predict_logits(student, x_train)
-        row.update(curve=log.history, fidelity_test=fidelity(test_logits, teacher_test),
-                   fidelity_train=fidelity(train_logits, teacher_train))
+        row.update(curve=log.history, **fidelity_fields((train_logits, teacher_train),
+                                                        (test_logits, teacher_test)))
     else:
         classes, sign = PART_CLASSES[run.part]
         shift = best_shift(predict_logits(student, x_train[validation]), y_train[validation], classes, sign)

@@ -28,6 +28,7 @@ from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
 from kdlib.experiments import KD_LABEL_WEIGHT, planned_rows, published_data, published_file
+from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
@@ -182,15 +183,20 @@ def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: 
 
 
 def run_student(spec: StudentSpec, kind: str, seed: int, x_train: Tensor, y_train: Tensor,
-                teacher_logits: Tensor, x_test: Tensor, y_test: Tensor) -> dict[str, Any]:
-    """Train one student and return its result row."""
+                teacher_logits: Tensor, x_test: Tensor, y_test: Tensor,
+                teacher_test_logits: Tensor) -> dict[str, Any]:
+    """Train one student and return its result row, with its fidelity to the seed's teacher on
+    the training and the test images (measured for the students without KD too, as a baseline)."""
     config = student_config(spec, seed, kind)
     student = seeded(lambda: mlp([spec.hidden]), seed)
     log = train(student, x_train, None if kind == "labelfree" else y_train, config,
                 teacher_logits=None if kind == "nokd" else teacher_logits)
+    test_logits = predict_logits(student, x_test)
     return {"kind": kind, "seed": seed, "spec": asdict(spec), "config": config.to_dict(),
-            "accuracy": accuracy(student, x_test, y_test), "train_wall_s": log.wall_s,
-            "samples_per_s": log.samples_per_s}
+            "accuracy": (test_logits.argmax(1) == y_test).float().mean().item(),
+            "train_wall_s": log.wall_s, "samples_per_s": log.samples_per_s,
+            **fidelity_fields((predict_logits(student, x_train), teacher_logits),
+                              (test_logits, teacher_test_logits))}
 
 
 def planned_runs(seeds: tuple[int, ...]) -> list[tuple[str, StudentSpec, int]]:
@@ -247,10 +253,12 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
         teacher = load_or_train_teacher(x_train, y_train, seed, profile, dataset.source, results)
         results.get(f"teacher/seed{seed}")["accuracy"] = accuracy(teacher, x_test, y_test)
         teacher_logits = predict_logits(teacher, x_train)
+        teacher_test_logits = predict_logits(teacher, x_test)
         for i, (kind, spec, sd) in enumerate(todo, 1):
             if budget.spent():
                 break
-            row = run_student(spec, kind, sd, x_train, y_train, teacher_logits, x_test, y_test)
+            row = run_student(spec, kind, sd, x_train, y_train, teacher_logits, x_test, y_test,
+                              teacher_test_logits)
             if progress:
                 print(f"[seed {sd}] {i}/{len(todo)} {spec.row_id(kind, sd)}: accuracy {row['accuracy']:.4f}, "
                       f"{row['train_wall_s']:.1f} s", flush=True)

@@ -35,6 +35,7 @@ from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, published_data, published_file
 from kdlib.experiments.mnist import (REPORT_TEACHER, TeacherRecipe, balanced_subset, cached_teacher,
                                     prepare_inputs)
+from kdlib.fidelity import fidelity_fields
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
@@ -192,6 +193,7 @@ class Teachers:
         self.source, self.results = source, results
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
         self.logits: dict[str, Tensor] = {}
+        self.test: dict[str, Tensor] = {}
 
     def model(self, name: str) -> nn.Module:
         """Teacher ``name``, trained once (or loaded from its verified checkpoint), recorded as a row."""
@@ -223,9 +225,25 @@ class Teachers:
             self.logits[name] = predict_logits(self.model(name), self.x_train) * TEACHERS[name].sharpen
         return self.logits[name]
 
+    def test_logits(self, name: str) -> Tensor:
+        """Logits of teacher ``name`` (sharpened by its recipe) for every test image."""
+        if name not in self.test:
+            self.test[name] = predict_logits(self.model(name), self.x_test) * TEACHERS[name].sharpen
+        return self.test[name]
 
-def run_student(run: StudentRun, data: tuple[Tensor, ...], teachers: Teachers) -> dict[str, Any]:
-    """Train one student of ``run`` and return its result row."""
+
+def fidelity_teacher(run: StudentRun, main_teacher: str) -> str:
+    """The teacher a student's fidelity is measured against: its own, or, for a student trained
+    without one, the teacher its KD counterpart learns from (a baseline for the KD students)."""
+    if run.teacher is not None:
+        return run.teacher
+    return ANCHOR_TEACHER if run.hidden == ANCHOR["hidden"] else main_teacher
+
+
+def run_student(run: StudentRun, data: tuple[Tensor, ...], teachers: Teachers,
+                main_teacher: str) -> dict[str, Any]:
+    """Train one student of ``run`` and return its result row, with its fidelity (agreement and
+    KL at T = 1) to :func:`fidelity_teacher` on its own training images and on the test set."""
     x_train, y_train, x_test, y_test = data
     keep = balanced_subset(y_train, run.train_size, run.seed)
     soft = teachers.train_logits(run.teacher)[keep] if run.teacher is not None else None
@@ -233,10 +251,14 @@ def run_student(run: StudentRun, data: tuple[Tensor, ...], teachers: Teachers) -
     config = run.config()
     log = train(student, x_train[keep], y_train[keep], config, teacher_logits=soft)
     logits = predict_logits(student, x_test)
+    reference = fidelity_teacher(run, main_teacher)
     return {**asdict(run), "hidden": list(run.hidden), "config": config.to_dict(),
             "accuracy": (logits.argmax(1) == y_test).float().mean().item(),
             "errors": int((logits.argmax(1) != y_test).sum()), "log_loss": log_loss(logits, y_test),
-            "train_wall_s": log.wall_s}
+            "train_wall_s": log.wall_s, "fidelity_teacher": reference,
+            **fidelity_fields((predict_logits(student, x_train[keep]),
+                               teachers.train_logits(reference)[keep]),
+                              (logits, teachers.test_logits(reference)))}
 
 
 def run_regimes(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
@@ -273,7 +295,7 @@ def run_regimes(profile: str = "quick", out: Path | str | None = None, progress:
         if progress:
             print(f"{i}/{n} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
 
-    run_rows(todo, lambda run: run_student(run, data, teachers), results.put, budget.spent, where, report)
+    run_rows(todo, lambda run: run_student(run, data, teachers, scale.main_teacher), results.put, budget.spent, where, report)
     results.save()
     return results.data
 
