@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import ImageDataset, load_mnist
 from kdlib.distributed import Rank, broadcast, one_for_all, rank, run_rows
-from kdlib.experiments import published_data, published_file
+from kdlib import experiments
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
@@ -420,9 +421,8 @@ def run_anchors(profile: str = "quick", out: Path | str | None = None, progress:
 # Tables for the chapter
 
 
-def load_published() -> dict[str, Any]:
-    """The committed full-profile result file ``results/anchors_full.json``."""
-    return published_data("anchors_full.json")
+load_published = partial(experiments.load_published, "anchors")
+"""The committed full-profile result file of this experiment, parsed."""
 
 
 def student_frame(data: dict[str, Any]) -> pd.DataFrame:
