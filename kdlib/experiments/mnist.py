@@ -298,8 +298,18 @@ def paper_table1() -> pd.DataFrame:
     return pd.read_csv(published_file("paper/table1_mnist.csv"))
 
 
+def check_planned(data: dict[str, Any]) -> None:
+    """Raise :class:`kdlib.experiments.MissingRows` unless every run planned for the recorded
+    seeds is in the file (the tables select rows by their recipes' fields)."""
+    command = f"python -m kdlib.experiments mnist --profile {data['provenance'].get('profile', 'full')}"
+    planned_rows(data, [run.row_id() for run in planned_runs(tuple(data["provenance"]["scale"]["seeds"]))],
+                 command)
+
+
 def student_rows(data: dict[str, Any], kind: str) -> pd.DataFrame:
-    """One line per (spec, seed) run of ``kind`` with its accuracy and training time."""
+    """One line per (spec, seed) run of ``kind`` with its accuracy and training time, from a file
+    that holds every planned run (:func:`check_planned`)."""
+    check_planned(data)
     rows = [dict(**r["spec"], seed=r["seed"], accuracy=r["accuracy"], train_wall_s=r["train_wall_s"])
             for r in data["rows"].values() if r.get("kind") == kind]
     return pd.DataFrame(rows)
@@ -317,9 +327,6 @@ def summary_table(data: dict[str, Any]) -> pd.DataFrame:
     """Table 1 as we measured it: per row, mean and std over seeds, KD and no-KD, and cost ratios.
     Every planned run of the recorded seeds must be in the file: a missing one raises
     :class:`kdlib.experiments.MissingRows`."""
-    command = f"python -m kdlib.experiments mnist --profile {data['provenance'].get('profile', 'full')}"
-    planned_rows(data, [run.row_id() for run in planned_runs(tuple(data["provenance"]["scale"]["seeds"]))],
-                 command)
     kd = student_rows(data, "kd")
     nokd = student_rows(data, "nokd")
     lines = []
