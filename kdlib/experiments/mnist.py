@@ -470,22 +470,27 @@ def temperature_gaps(data: dict[str, Any], temperatures: tuple[float, ...] = (1.
     One line per pair (a, b) of ``temperatures`` (a before b): the mean of the accuracy at
     T = a minus that at T = b (percentage points), the standard deviation of those paired
     differences, the 95% confidence interval (:func:`kdlib.stats.paired_gap`), whether it
-    contains zero, and the seed-to-seed standard deviation of each of the two rows (the
-    "± sd" of the chapter's table), so that a difference can be set against both.
+    contains zero, the interval with Bonferroni's correction for the number of pairs compared
+    (each at level 1 - 0.05 / pairs) and whether it contains zero, and the seed-to-seed
+    standard deviation of each of the two rows (the "± sd" of the chapter's table), so that a
+    difference can be set against both.
     """
     kd = student_rows(data, "kd")
     same = (kd.hidden == hidden) & (kd.epochs == epochs) & (kd.batch_size == batch_size)
     by_t = {t: 100 * kd[same & (kd.temperature == t)].set_index("seed").accuracy for t in temperatures}
     lines = []
-    for i, a in enumerate(temperatures):
-        for b in temperatures[i + 1:]:
-            seeds = sorted(set(by_t[a].index) & set(by_t[b].index))
-            gap = paired_gap([by_t[a][s] for s in seeds], [by_t[b][s] for s in seeds])
-            lines.append({"T": f"{a:g} minus {b:g}", "difference": gap.mean,
-                          "95% CI": f"[{gap.low:+.2f}, {gap.high:+.2f}]",
-                          "sd of differences": gap.std, "contains 0": not gap.excludes_zero,
-                          "seed sd, first": by_t[a][seeds].std(ddof=1),
-                          "seed sd, second": by_t[b][seeds].std(ddof=1), "seeds": gap.n})
+    pairs = [(a, b) for i, a in enumerate(temperatures) for b in temperatures[i + 1:]]
+    for a, b in pairs:
+        seeds = sorted(set(by_t[a].index) & set(by_t[b].index))
+        values = [by_t[a][s] for s in seeds], [by_t[b][s] for s in seeds]
+        gap, corrected = paired_gap(*values), paired_gap(*values, level=1 - 0.05 / len(pairs))
+        lines.append({"T": f"{a:g} minus {b:g}", "difference": gap.mean,
+                      "95% CI": f"[{gap.low:+.2f}, {gap.high:+.2f}]",
+                      "sd of differences": gap.std, "contains 0": not gap.excludes_zero,
+                      "corrected CI": f"[{corrected.low:+.2f}, {corrected.high:+.2f}]",
+                      "corrected contains 0": not corrected.excludes_zero,
+                      "seed sd, first": by_t[a][seeds].std(ddof=1),
+                      "seed sd, second": by_t[b][seeds].std(ddof=1), "seeds": gap.n})
     return pd.DataFrame(lines)
 
 
