@@ -376,7 +376,8 @@ def fidelity_by_size(data: dict[str, Any]) -> pd.DataFrame:
     """Sweep 1's students against the main teacher: top-1 agreement on the test images of the KD
     and the labels-only students (%, means over seeds), KD minus labels-only with its paired
     95% interval, the KD students' agreement on their own training images, and the mean
-    KL(teacher || student) at T = 1 on the test images (nats). Planned rows only; a missing
+    KL(teacher || student) at T = 1 on the test images (nats), the accuracy gain, and the
+    agreement gain minus the accuracy gain (paired by seed). Planned rows only; a missing
     row, or a file made before kdlib measured fidelity, raises
     :class:`kdlib.experiments.MissingRows`."""
     scale = recorded_scale(data)
@@ -390,12 +391,15 @@ def fidelity_by_size(data: dict[str, Any]) -> pd.DataFrame:
         for where in ("test", "train"):
             frame[f"agreement_{where}"] = [100 * f["agreement"] for f in frame[f"fidelity_{where}"]]
         frame["kl_test"] = [f["kl"] for f in frame["fidelity_test"]]
+        frame["agreement_over_accuracy"] = frame["agreement_test"] - frame["accuracy_pct"]
         kd, plain = matching_rows(frame, **KD_ARM), matching_rows(frame, **NOKD_ARM)
         lines.append({"N": n, "KD agrees %": kd.agreement_test.mean(), "no KD agrees %": plain.agreement_test.mean(),
                       "KD − no KD": gap_by_seed(frame, KD_ARM, NOKD_ARM, column="agreement_test"),
                       "KD agrees, train %": kd.agreement_train.mean(),
                       "KL, KD": kd.kl_test.mean(), "KL, no KD": plain.kl_test.mean(),
-                      "accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM)})
+                      "accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM),
+                      "agreement gain − accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM,
+                                                                    column="agreement_over_accuracy")})
     return pd.DataFrame(lines)
 
 
