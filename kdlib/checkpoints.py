@@ -122,8 +122,13 @@ def cached_model(name: str, key: dict[str, Any], build: Callable[[], nn.Module],
 def weights_digest(model: nn.Module) -> str:
     """A short SHA-256 of a model's weights (every tensor of its state dict: name, dtype, shape and
     bytes): equal exactly when the weights are bit for bit the same."""
+    return state_digest(model.state_dict())
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """:func:`weights_digest` of a state dict, in its order."""
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         tensor = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")

@@ -23,7 +23,7 @@ def published() -> dict:
 def test_every_row_and_seed_is_present(published: dict) -> None:
     seeds = published["provenance"]["scale"]["seeds"]
     assert published["provenance"]["profile"] == "full" and len(seeds) >= 3
-    expected = {spec.row_id(kind, seed) for kind, spec, seed in mnist.planned_runs(tuple(seeds))}
+    expected = {run.row_id() for run in mnist.planned_runs(tuple(seeds))}
     expected |= {f"teacher/seed{seed}" for seed in seeds}
     assert expected <= set(published["rows"])
     for row in published["rows"].values():
@@ -53,8 +53,9 @@ def test_teacher_reaches_the_reported_accuracy(published: dict) -> None:
 
 def test_each_row_id_names_the_settings_its_row_was_trained_with(published: dict) -> None:
     """Resume keys carry every setting that changes a student, so a changed setting is retrained."""
-    for kind, spec, seed in mnist.planned_runs((0,)):
-        row = published["rows"][spec.row_id(kind, seed)]
+    for run in mnist.planned_runs((0,)):
+        kind, spec, seed = run.kind, run.spec, run.seed
+        row = published["rows"][run.row_id()]
         now = mnist.student_config(spec, seed, kind).to_dict()
         # (fields added to TrainConfig after the run, at their defaults, are not in the file)
         assert row["config"] == {key: now[key] for key in row["config"]}
@@ -81,8 +82,8 @@ def test_table1_names_a_missing_planned_run() -> None:
     from kdlib.experiments import MissingRows
 
     published = mnist.load_published()
-    kind, spec, seed = mnist.planned_runs((0,))[1]
+    missing = mnist.planned_runs((0,))[1].row_id()
     broken = copy.deepcopy(published)
-    del broken["rows"][spec.row_id(kind, seed)]
-    with pytest.raises(MissingRows, match=re.escape(spec.row_id(kind, seed))):
+    del broken["rows"][missing]
+    with pytest.raises(MissingRows, match=re.escape(missing)):
         mnist.summary_table(broken)

@@ -74,6 +74,24 @@ KD_TEMPERATURE, KD_LABEL_WEIGHT = 4.0, 0.5
 the KD students of every experiment use them, except the rows that vary them on purpose."""
 
 
+EXPERIMENT_STEMS = {"mnist": "mnist", "cifar10": "cifar10", "regimes": "mnist_regimes",
+                    "cifar10-precision": "cifar10_precision", "algorithms": "algorithms", "anchors": "anchors"}
+"""Each experiment's command name and the stem of its result files, ``results/<stem>_<profile>.json``."""
+
+
+def result_name(experiment: str, profile: str = "full") -> str:
+    """The file name of ``experiment``'s results at ``profile``, e.g. ``mnist_regimes_full.json``."""
+    if experiment not in EXPERIMENT_STEMS:
+        raise UsageError(f"unknown experiment {experiment!r}: the experiments are {', '.join(EXPERIMENT_STEMS)}")
+    return f"{EXPERIMENT_STEMS[experiment]}_{profile}.json"
+
+
+def load_published(experiment: str) -> dict[str, Any]:
+    """The committed full-profile result file of ``experiment`` (``"mnist"``, ``"regimes"``, ...),
+    parsed; each experiment module's ``load_published()`` is this function for its own name."""
+    return published_data(result_name(experiment))
+
+
 def published_data(relative: str) -> dict[str, Any]:
     """The committed result file ``results/<relative>`` (:func:`published_file`), parsed."""
     return json.loads(published_file(relative).read_text())
@@ -190,8 +208,7 @@ def paper_cpu_estimate(experiment: str) -> str | None:
     if experiment in ("mnist", "regimes", "algorithms"):
         from kdlib.experiments import algorithms, mnist, regimes
 
-        stem = {"mnist": "mnist_full.json", "regimes": "mnist_regimes_full.json",
-                "algorithms": "algorithms_full.json"}[experiment]
+        stem = result_name(experiment)
         module = {"mnist": mnist, "regimes": regimes, "algorithms": algorithms}[experiment]
         found = committed_training_hours(stem)
         if found is None or found[1]["provenance"].get("device", "cpu") != "cpu":
@@ -204,7 +221,7 @@ def paper_cpu_estimate(experiment: str) -> str | None:
     if experiment in ("cifar10", "cifar10-precision"):
         from kdlib.experiments import cifar
 
-        found = committed_training_hours("cifar10_precision_full.json")
+        found = committed_training_hours(result_name("cifar10-precision"))
         if found is None:
             return None
         hours, data = found

@@ -19,10 +19,10 @@ import traceback
 from pathlib import Path
 
 from kdlib.errors import PathError, UsageError
-from kdlib.experiments import RESULTS_DIR
+from kdlib.experiments import EXPERIMENT_STEMS, RESULTS_DIR, result_name
 from kdlib.profile import PROFILES, SLOW_RUN_OPT_IN, current_profile
 
-EXPERIMENTS = ("mnist", "cifar10", "regimes", "cifar10-precision", "algorithms", "anchors")
+EXPERIMENTS = tuple(EXPERIMENT_STEMS)
 FLAGS: dict[str, set[str]] = {
     "mnist": {"time_budget_s", "no_inference", "inference_only"},
     "cifar10": {"time_budget_s", "no_inference", "inference_only"},
@@ -125,9 +125,7 @@ def run(argv: list[str] | None = None) -> int:
         raise UsageError(f"{args.experiment} runs in one process: start it without torchrun (the experiments "
                          f"that share their rows over ranks are {', '.join(DISTRIBUTED)})")
     profile = args.profile or current_profile()
-    stem = {"regimes": "mnist_regimes", "cifar10-precision": "cifar10_precision"}.get(args.experiment,
-                                                                                   args.experiment)
-    out = (args.out or RESULTS_DIR / f"{stem}_{profile}.json").absolute()
+    out = (args.out or RESULTS_DIR / result_name(args.experiment, profile)).absolute()
     command = "python -m kdlib.experiments " + shlex.join(sys.argv[1:] if argv is None else argv)
     budget = args.time_budget_s
     if args.experiment == "mnist":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,12 @@ from torch import Tensor, nn
 from kdlib.adversarial import AdversarialTerm
 from kdlib.bench import latency_and_throughput
 from kdlib.data import ImageDataset, load_cifar10, load_mnist
-from kdlib.experiments import (KD_LABEL_WEIGHT, KD_TEMPERATURE, TimeBudget, cifar, planned_rows, published_data,
-                               published_file)
+from kdlib import experiments
+from kdlib.experiments import (KD_LABEL_WEIGHT, KD_TEMPERATURE, TimeBudget, cifar, planned_rows)
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.experiments.regimes import Teachers, epochs_for
 from kdlib.contrastive import CRDTerm
+from kdlib.distributed import rank, run_rows
 from kdlib.features import AttentionTerm, FitNetsTerm, stage_shapes
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
@@ -129,76 +131,109 @@ def int8_fields(qat_model: nn.Module, float_model: nn.Module, x_test: Tensor, y_
 # The runs
 
 
-def run_quantized_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teachers: Teachers,
-                        results: ResultFile, progress: bool, budget: TimeBudget) -> None:
-    """Float and QAT students, with and without the teacher, every bit width and seed."""
+@dataclass(frozen=True)
+class QuantizedRun:
+    """A 784-300-10 MNIST student of the quantization sweep: ``method`` ``"kd"`` or ``"nokd"``,
+    trained in float (``bits`` :data:`FLOAT_BITS`) or with ``bits``-bit QAT, on a class-balanced
+    subset of ``train_size`` images; its row id comes from its fields."""
+
+    method: str
+    bits: int
+    seed: int
+
+    def row_id(self) -> str:
+        return quantized_row_id("MNIST", self.method, self.bits, self.seed)
+
+
+@dataclass(frozen=True)
+class AdversarialRun:
+    """A 784-300-10 MNIST student of the adversarial comparison: ``method`` ``"nokd"``, ``"kd"``
+    or ``"adversarial"`` (KD plus a discriminator), on ``train_size`` labelled images."""
+
+    method: str
+    train_size: int
+    seed: int
+
+    def row_id(self) -> str:
+        return adversarial_row_id(self.method, self.train_size, self.seed)
+
+
+def quantized_runs(scale: AlgorithmsScale) -> list[QuantizedRun]:
+    """Every run of the MNIST quantization sweep, seed by seed."""
+    return [QuantizedRun(method, bits, seed) for seed in scale.mnist_seeds for bits in (FLOAT_BITS, *scale.bits)
+            for method in ("kd", "nokd")]
+
+
+def adversarial_runs(scale: AlgorithmsScale) -> list[AdversarialRun]:
+    """Every run of the MNIST adversarial comparison, size by size and seed by seed."""
+    return [AdversarialRun(method, n, seed) for n in scale.adversarial_sizes for seed in scale.mnist_seeds
+            for method in ("nokd", "kd", "adversarial")]
+
+
+def run_quantized_student(run: QuantizedRun, scale: AlgorithmsScale, data: tuple[Tensor, ...],
+                          soft: Tensor) -> dict[str, Any]:
+    """Train one student of the quantization sweep (float, or QAT at ``run.bits``); at 8 bits,
+    also convert it to int8 and time it against its float twin."""
     x_train, y_train, x_test, y_test = data
-    if budget.spent():
+    keep = balanced_subset(y_train, scale.mnist_train_size, run.seed)
+    config = mnist_config(len(keep), run.seed, kd=run.method == "kd")
+    student = seeded(lambda: mlp([300]), run.seed)
+    if run.bits != FLOAT_BITS:
+        student = prepare_qat(student, run.bits, x_train[:32])
+    log = train(student, x_train[keep], y_train[keep], config,
+                teacher_logits=soft[keep] if run.method == "kd" else None)
+    if run.bits != FLOAT_BITS:
+        freeze(student)
+    row = {"experiment": "quantized", "dataset": "MNIST", "method": run.method, "bits": run.bits,
+           "seed": run.seed, "train_size": len(keep), "config": config.to_dict(),
+           "accuracy": accuracy(student, x_test, y_test), "train_wall_s": log.wall_s}
+    if run.bits == 8:
+        float_twin = seeded(lambda: mlp([300]), run.seed)
+        row.update(int8_fields(student, float_twin, x_test, y_test, scale.timing_repeats, 1000))
+    return row
+
+
+def run_adversarial_student(run: AdversarialRun, data: tuple[Tensor, ...], soft: Tensor) -> dict[str, Any]:
+    """Train one student of the adversarial comparison, with its test accuracy after each epoch
+    (and, for the adversarial method, the discriminator's accuracy)."""
+    x_train, y_train, x_test, y_test = data
+    keep = balanced_subset(y_train, run.train_size, run.seed)
+    config = mnist_config(run.train_size, run.seed, kd=run.method != "nokd")
+    student = seeded(lambda: mlp([300]), run.seed)
+    term = AdversarialTerm(10, weight=ADVERSARIAL_WEIGHT, temperature=KD["temperature"], seed=run.seed) \
+        if run.method == "adversarial" else None
+
+    def curve(epoch: int, model: nn.Module) -> dict[str, float]:
+        point = {"epoch": epoch, "test_accuracy": accuracy(model, x_test, y_test)}
+        if term is not None:  # train has called its end_epoch()
+            point["discriminator_accuracy"] = term.history[-1]
+        return point
+
+    # the discriminator is one more term after KD's (the same weights as extra_loss=term)
+    terms = None if term is None else [*config_terms(config, distilling=True), term]
+    log = train(student, x_train[keep], y_train[keep], config,
+                teacher_logits=soft[keep] if run.method != "nokd" else None, on_epoch=curve, terms=terms)
+    return {"experiment": "adversarial", "dataset": "MNIST", "method": run.method, "seed": run.seed,
+            "train_size": run.train_size, "config": config.to_dict(), "accuracy": accuracy(student, x_test, y_test),
+            "history": log.history, "train_wall_s": log.wall_s}
+
+
+def run_mnist_parts(runs: list[QuantizedRun | AdversarialRun], scale: AlgorithmsScale, data: tuple[Tensor, ...],
+                    teachers: Teachers, results: ResultFile, progress: bool, budget: TimeBudget) -> None:
+    """Train the planned MNIST ``runs`` not yet in ``results``, through the experiments' one
+    driver (:func:`kdlib.distributed.run_rows`: budget, progress, saving as each row finishes)."""
+    todo = [run for run in runs if not results.has(run.row_id())]
+    if not todo or budget.spent():
         return
     soft = teachers.train_logits(scale.mnist_teacher)
-    for seed in scale.mnist_seeds:
-        keep = balanced_subset(y_train, scale.mnist_train_size, seed)
-        for bits in (FLOAT_BITS, *scale.bits):
-            for method in ("kd", "nokd"):
-                row_id = quantized_row_id("MNIST", method, bits, seed)
-                if results.has(row_id):
-                    continue
-                if budget.spent():
-                    return
-                config = mnist_config(len(keep), seed, kd=method == "kd")
-                student = seeded(lambda: mlp([300]), seed)
-                if bits != FLOAT_BITS:
-                    student = prepare_qat(student, bits, x_train[:32])
-                log = train(student, x_train[keep], y_train[keep], config,
-                            teacher_logits=soft[keep] if method == "kd" else None)
-                if bits != FLOAT_BITS:
-                    freeze(student)
-                row = {"experiment": "quantized", "dataset": "MNIST", "method": method, "bits": bits, "seed": seed,
-                       "train_size": len(keep), "config": config.to_dict(),
-                       "accuracy": accuracy(student, x_test, y_test), "train_wall_s": log.wall_s}
-                if bits == 8:
-                    float_twin = seeded(lambda: mlp([300]), seed)
-                    row.update(int8_fields(student, float_twin, x_test, y_test, scale.timing_repeats, 1000))
-                report(progress, row_id, row)
-                results.put(row_id, row)
 
+    def train_one(run: QuantizedRun | AdversarialRun) -> dict[str, Any]:
+        if isinstance(run, QuantizedRun):
+            return run_quantized_student(run, scale, data, soft)
+        return run_adversarial_student(run, data, soft)
 
-def run_adversarial_mnist(scale: AlgorithmsScale, data: tuple[Tensor, ...], teachers: Teachers,
-                          results: ResultFile, progress: bool, budget: TimeBudget) -> None:
-    """Labels only, KD, and KD plus a discriminator, with a test-accuracy curve per epoch."""
-    x_train, y_train, x_test, y_test = data
-    if budget.spent():
-        return
-    soft = teachers.train_logits(scale.mnist_teacher)
-    for n in scale.adversarial_sizes:
-        for seed in scale.mnist_seeds:
-            keep = balanced_subset(y_train, n, seed)
-            for method in ("nokd", "kd", "adversarial"):
-                row_id = f"mnist/adversarial/{method}/n{n}/seed{seed}"
-                if results.has(row_id):
-                    continue
-                if budget.spent():
-                    return
-                config = mnist_config(n, seed, kd=method != "nokd")
-                student = seeded(lambda: mlp([300]), seed)
-                term = AdversarialTerm(10, weight=ADVERSARIAL_WEIGHT, temperature=KD["temperature"], seed=seed) \
-                    if method == "adversarial" else None
-
-                def curve(epoch: int, model: nn.Module, term: AdversarialTerm | None = term) -> dict[str, float]:
-                    point = {"epoch": epoch, "test_accuracy": accuracy(model, x_test, y_test)}
-                    if term is not None:  # train has called its end_epoch()
-                        point["discriminator_accuracy"] = term.history[-1]
-                    return point
-
-                # the discriminator is one more term after KD's (the same weights as extra_loss=term)
-                terms = None if term is None else [*config_terms(config, distilling=True), term]
-                log = train(student, x_train[keep], y_train[keep], config,
-                            teacher_logits=soft[keep] if method != "nokd" else None, on_epoch=curve, terms=terms)
-                row = {"experiment": "adversarial", "dataset": "MNIST", "method": method, "seed": seed,
-                       "train_size": n, "config": config.to_dict(), "accuracy": accuracy(student, x_test, y_test),
-                       "history": log.history, "train_wall_s": log.wall_s}
-                report(progress, row_id, row)
-                results.put(row_id, row)
+    run_rows(todo, train_one, results.put, budget.spent, rank(),
+             lambda i, n, row_id, row: report(progress, row_id, row))
 
 
 def stage_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, str]:
@@ -255,6 +290,11 @@ def quantized_row_id(dataset: str, method: str, bits: int, seed: int) -> str:
     if dataset == "CIFAR-10":
         return feature_row_id(method, seed) if bits == FLOAT_BITS else f"cifar/quantized/{method}/bits{bits}/seed{seed}"
     return f"mnist/quantized/{method}/bits{bits}/seed{seed}"
+
+
+def adversarial_row_id(method: str, train_size: int, seed: int) -> str:
+    """The row id of a student of the MNIST adversarial comparison."""
+    return f"mnist/adversarial/{method}/n{train_size}/seed{seed}"
 
 
 def feature_row_id(method: str, seed: int) -> str:
@@ -359,10 +399,9 @@ def run_algorithms(profile: str = "quick", out: Path | str | None = None, parts:
         results.use_data_source(mnist.source)
         data = prepare_inputs(mnist, None)
         teachers = Teachers(*data, mnist.source, results)
-        if "mnist-quantized" in parts:
-            run_quantized_mnist(scale, data, teachers, results, progress, budget)
-        if "mnist-adversarial" in parts:
-            run_adversarial_mnist(scale, data, teachers, results, progress, budget)
+        runs = ((quantized_runs(scale) if "mnist-quantized" in parts else [])
+                + (adversarial_runs(scale) if "mnist-adversarial" in parts else []))
+        run_mnist_parts(runs, scale, data, teachers, results, progress, budget)
     if "cifar" in parts:
         cifar10 = cifar10 if cifar10 is not None else load_cifar10()
         results.use_data_source(cifar10.source, key="cifar_data_source")
@@ -371,9 +410,8 @@ def run_algorithms(profile: str = "quick", out: Path | str | None = None, parts:
     return results.data
 
 
-def load_published() -> dict[str, Any]:
-    """The committed full-profile result file ``results/algorithms_full.json``."""
-    return published_data("algorithms_full.json")
+load_published = partial(experiments.load_published, "algorithms")
+"""The committed full-profile result file of this experiment, parsed."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,15 +453,21 @@ def mean_sd(values: pd.Series) -> str:
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1 else f"{values.mean():.2f}"
 
 
+def quantized_rows(data: dict[str, Any], dataset: str = "MNIST") -> list[str]:
+    """The planned row ids of the quantization sweep on ``dataset``: KD and no KD, float and
+    every recorded bit width, every recorded seed."""
+    scale = data["provenance"]["scale"]
+    seeds = scale["mnist_seeds"] if dataset == "MNIST" else scale["cifar_seeds"]
+    return [quantized_row_id(dataset, method, bits, seed) for seed in seeds
+            for bits in (FLOAT_BITS, *scale["bits"]) for method in ("kd", "nokd")]
+
+
 def quantization_table(data: dict[str, Any], dataset: str = "MNIST") -> pd.DataFrame:
     """Accuracy (mean and sd over seeds) of KD and no-KD students at each bit width, and the
     paired gain of KD at that width; the planned rows of the recorded scale, a missing one
     raises :class:`kdlib.experiments.MissingRows`."""
-    scale = data["provenance"]["scale"]
-    seeds = scale["mnist_seeds"] if dataset == "MNIST" else scale["cifar_seeds"]
-    widths = (FLOAT_BITS, *scale["bits"])
-    frame = planned_frame(data, [quantized_row_id(dataset, method, bits, seed) for seed in seeds
-                                 for bits in widths for method in ("kd", "nokd")])
+    widths = (FLOAT_BITS, *data["provenance"]["scale"]["bits"])
+    frame = planned_frame(data, quantized_rows(data, dataset))
     lines = []
     for bits in widths:
         at = frame[frame.bits == bits]
@@ -438,11 +482,21 @@ def quantization_table(data: dict[str, Any], dataset: str = "MNIST") -> pd.DataF
     return pd.DataFrame(lines)
 
 
+def int8_rows(data: dict[str, Any]) -> list[str]:
+    """The planned row ids of the 8-bit QAT students (each converted to int8), MNIST then CIFAR-10."""
+    scale = data["provenance"]["scale"]
+    if 8 not in scale["bits"]:
+        return []
+    return [quantized_row_id(dataset, method, 8, seed) for dataset, seeds in
+            (("MNIST", scale["mnist_seeds"]), ("CIFAR-10", scale["cifar_seeds"]))
+            for seed in seeds for method in ("kd", "nokd")]
+
+
 def int8_table(data: dict[str, Any]) -> pd.DataFrame:
     """The int8 models against their float twins: size, latency, throughput (means over rows)
-    and accuracy of the integer model against the fake-quantized one."""
-    frame = student_frame(data)
-    frame = frame[frame.bits == 8].dropna(subset=["accuracy_int8"])
+    and accuracy of the integer model against the fake-quantized one; the planned 8-bit rows
+    of the recorded scale (a missing one raises :class:`kdlib.experiments.MissingRows`)."""
+    frame = planned_frame(data, int8_rows(data))
     lines = []
     for dataset, rows in frame.groupby("dataset", sort=False):
         int8, flt = pd.DataFrame(list(rows.int8)), pd.DataFrame(list(rows.float))
@@ -456,21 +510,33 @@ def int8_table(data: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+def method_rows(data: dict[str, Any], experiment: str, train_size: int | None = None) -> list[str]:
+    """The planned row ids of ``experiment`` (``"adversarial"``: the MNIST comparison at
+    ``train_size`` labelled images; ``"features"``: the reduced-set CIFAR-10 students)."""
+    scale = data["provenance"]["scale"]
+    if experiment == "adversarial":
+        if train_size not in scale["adversarial_sizes"]:
+            raise ValueError(f"train_size must be one of the recorded sizes {scale['adversarial_sizes']}, "
+                             f"got {train_size!r}")
+        return [adversarial_row_id(m, train_size, s) for s in scale["mnist_seeds"]
+                for m in ("nokd", "kd", "adversarial")]
+    if experiment == "features":
+        return [feature_row_id(m, s) for s in scale["cifar_seeds"] for m in ("nokd", "kd", *FEATURE_METHODS)]
+    raise ValueError(f"experiment must be 'adversarial' or 'features', got {experiment!r}")
+
+
 def method_table(data: dict[str, Any], experiment: str, train_size: int | None = None) -> pd.DataFrame:
-    """Mean and sd of each method's accuracy, and paired gaps against plain KD and labels only."""
-    frame = student_frame(data)
-    frame = frame[(frame.experiment == experiment) & (frame.bits.isna() | (frame.bits == FLOAT_BITS))]
-    if train_size is not None:
-        frame = frame[frame.train_size == train_size]
+    """Mean and sd of each method's accuracy, and paired gaps against plain KD and labels only,
+    over the planned rows of :func:`method_rows` (a missing one raises
+    :class:`kdlib.experiments.MissingRows`)."""
+    frame = planned_frame(data, method_rows(data, experiment, train_size))
     lines = []
     columns = ["method", "accuracy %", "seeds", "vs nokd (points)", "vs kd (points)"]
-    for method in ("nokd", "kd", "adversarial", *FEATURE_METHODS):
+    for method in frame.method.unique():
         at = frame[frame.method == method].accuracy_pct
-        if at.empty:
-            continue
         line = {"method": method, "accuracy %": mean_sd(at), "seeds": len(at)}
         for base in ("nokd", "kd"):
-            if method != base and (frame.method == base).any():
+            if method != base:
                 line[f"vs {base} (points)"] = gap_text(paired(frame, {"method": method}, {"method": base}))
         lines.append(line)
     frame = pd.DataFrame(lines)
@@ -518,9 +584,9 @@ def literature_table() -> pd.DataFrame:
 
 
 def adversarial_curves(data: dict[str, Any], train_size: int) -> pd.DataFrame:
-    """Per epoch: mean test accuracy of each method and the discriminator's accuracy (seeds averaged)."""
-    frame = student_frame(data)
-    frame = frame[(frame.experiment == "adversarial") & (frame.train_size == train_size)]
+    """Per epoch: mean test accuracy of each method and the discriminator's accuracy (seeds
+    averaged), from the planned rows at ``train_size`` (a missing one raises)."""
+    frame = planned_frame(data, method_rows(data, "adversarial", train_size))
     points = [{"method": row.method, "seed": row.seed, **point} for row in frame.itertuples() for point in row.history]
     return pd.DataFrame(points).groupby(["method", "epoch"]).mean(numeric_only=True).reset_index()
 
@@ -530,8 +596,7 @@ def plot_quantization(data: dict[str, Any]):
     """MNIST test accuracy against bit width, KD and no KD, mean and sd over seeds."""
     import matplotlib.pyplot as plt
 
-    frame = student_frame(data)
-    frame = frame[(frame.dataset == "MNIST") & (frame.experiment == "quantized")]
+    frame = planned_frame(data, quantized_rows(data, "MNIST"))
     fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 3.8))
     order = sorted(frame.bits.unique())
     positions = {b: i for i, b in enumerate(order)}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import ImageDataset, load_mnist
 from kdlib.distributed import Rank, broadcast, one_for_all, rank, run_rows
-from kdlib.experiments import published_data, published_file
+from kdlib import experiments
+from kdlib.experiments import planned_rows
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
@@ -380,7 +382,8 @@ def run_anchors(profile: str = "quick", out: Path | str | None = None, progress:
     recorded = {**asdict(scale), "teacher": {**TEACHER, "config": teacher_config(scale).to_dict()}}
     results = ResultFile(out if where.is_main else None, "anchors", new_provenance(command, profile=profile, scale=recorded,
                                                         dataset="MNIST", teacher=dict(TEACHER),
-                                                        student=dict(STUDENT), kd=dict(KD)))
+                                                        student=dict(STUDENT), kd=dict(KD),
+                                                        parts=list(parts)))
     environment = results.run_provenance["environment"]
     environment["torch_threads"] = set_threads("mlp")
     environment["ranks"] = where.world
@@ -420,9 +423,8 @@ def run_anchors(profile: str = "quick", out: Path | str | None = None, progress:
 # Tables for the chapter
 
 
-def load_published() -> dict[str, Any]:
-    """The committed full-profile result file ``results/anchors_full.json``."""
-    return published_data("anchors_full.json")
+load_published = partial(experiments.load_published, "anchors")
+"""The committed full-profile result file of this experiment, parsed."""
 
 
 def student_frame(data: dict[str, Any]) -> pd.DataFrame:
@@ -438,6 +440,29 @@ def student_frame(data: dict[str, Any]) -> pd.DataFrame:
                 line[f"{k}_{where}"] = v
         rows.append(line)
     return pd.DataFrame(rows)
+
+
+def recorded_scale(data: dict[str, Any]) -> AnchorScale:
+    """The scale a result file was made with (recorded in its provenance)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data["provenance"]["scale"].items()
+              if k != "teacher"}
+    return AnchorScale(**fields)
+
+
+def recorded_parts(data: dict[str, Any]) -> tuple[str, ...]:
+    """The parts the runs of a result file were asked for (all of them where a run does not say)."""
+    runs = [data["provenance"], *data.get("resumed", [])]
+    asked = {part for run in runs for part in run.get("parts", PARTS)}
+    return tuple(part for part in PARTS if part in asked)
+
+
+def planned_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """:func:`student_frame` of a result file that holds every run its scale and parts plan; a
+    missing one raises :class:`kdlib.experiments.MissingRows` with the command that makes it."""
+    command = f"python -m kdlib.experiments anchors --profile {data['provenance'].get('profile', 'full')}"
+    planned_rows(data, [run.row_id() for run in planned_runs(recorded_scale(data), recorded_parts(data))],
+                 command)
+    return student_frame(data)
 
 
 def by_seed(frame: pd.DataFrame, part: str, kind: str, column: str, hidden: str = "800-800") -> pd.Series:
@@ -486,7 +511,7 @@ def landmarks(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Each landmark's effect: the paper's value, ours (mean, 95% interval over seeds), the null
     value it is judged against, and the verdict (:func:`verdict`, or :func:`direction_verdict`
     where the paper states a direction)."""
-    frame = student_frame(data)
+    frame = planned_frame(data)
     parts = set(frame.part)
     out = []
 
@@ -531,7 +556,7 @@ def consistency_by_seed(frame: pd.DataFrame, teaching: str, patience: int) -> pd
 def consistency_table(data: dict[str, Any]) -> pd.DataFrame:
     """Per schedule: mean test accuracy (%) over seeds of each teaching (the paired gaps:
     :func:`consistency_gains`)."""
-    frame = student_frame(data)
+    frame = planned_frame(data)
     lines = []
     for patience in sorted(set(frame[frame.part == "consistency"].patience.astype(int))):
         acc = {t: 100 * consistency_by_seed(frame, t, patience) for t in TEACHING}
@@ -554,7 +579,7 @@ def verdict_table(data: dict[str, Any]) -> pd.DataFrame:
 
 def hinton_table(data: dict[str, Any]) -> pd.DataFrame:
     """Test errors of the teacher and the students beside Hinton et al.'s."""
-    frame = student_frame(data)
+    frame = planned_frame(data)
     teacher = data["rows"]["teacher"]["errors"]
 
     def cell(values: pd.Series) -> str:
@@ -591,7 +616,7 @@ def transfer_table(data: dict[str, Any], part: str) -> pd.DataFrame:
     """The transfer-set experiment ``part``, one line per measure: the KD student and the
     labels-only control, mean and 95% interval over seeds (test errors before and after the bias
     shift chosen on validation), and the shifts chosen, seed by seed."""
-    frame = student_frame(data)
+    frame = planned_frame(data)
     measures = list(TRANSFER_MEASURES)[:2] if part == "only78" else list(TRANSFER_MEASURES)
     lines = []
     for column in measures:
@@ -607,7 +632,7 @@ def transfer_table(data: dict[str, Any], part: str) -> pd.DataFrame:
 def fidelity_table(data: dict[str, Any]) -> pd.DataFrame:
     """Part 1's students: test errors, agreement with the teacher (%) and KL(teacher || student)
     (nats, at T = 1), on training and test images, mean over seeds."""
-    frame = student_frame(data)
+    frame = planned_frame(data)
     rows = frame[frame.part == "hinton"].copy()
     rows["student"] = rows.hidden + ", " + rows.kind.map({"kd": "KD", "nokd": "labels only"})
     table = rows.groupby("student")[["errors", "agreement_train", "agreement_test", "kl_train", "kl_test"]].mean()
@@ -623,7 +648,7 @@ def consistency_gains(data: dict[str, Any]) -> pd.DataFrame:
     """Consistency, one line per comparison and schedule: the paired gap in accuracy points with
     its 95% interval (each teacher against labels only, consistent against fixed), and the
     change of each from chapter 8's schedule to the longest one."""
-    frame = student_frame(data)
+    frame = planned_frame(data)
     patience = sorted(set(frame[frame.part == "consistency"].patience.astype(int)))
     acc = {(t, p): 100 * consistency_by_seed(frame, t, p) for t in TEACHING for p in patience}
     lines = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from kdlib.bench import cost_ratios, inference_cost
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, first_per_class, load_cifar10
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
-from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, published_data, published_file
+from kdlib import experiments
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, published_file
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import cifar_resnet, seeded
 from kdlib.precision import use_bfloat16
@@ -327,13 +329,39 @@ def run_cifar(profile: str = "quick", out: Path | str | None = None, progress: b
 PRECISION_ROW = CLAIM_PAIRS["reduced"][1]  # the ideal student on the reduced set, without a teacher
 
 
-def run_precision_check(profile: str = "full", out: Path | str | None = None, seeds: tuple[int, ...] = (0, 1, 2),
+@dataclass(frozen=True)
+class PrecisionRun:
+    """A run of the precision check: the reduced-set ideal student (no teacher) trained in
+    ``precision`` (``"float32"`` or ``"bfloat16"``) with ``seed``; its row id comes from these."""
+
+    precision: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def row_id(self) -> str:
+        return f"{self.precision}/seed{self.seed}"
+
+
+PRECISIONS = ("float32", "bfloat16")
+PRECISION_SEEDS = (0, 1, 2)
+
+
+def precision_runs(seeds: tuple[int, ...]) -> list[PrecisionRun]:
+    """Both precisions for each seed, paired."""
+    return [PrecisionRun(precision, seed) for seed in seeds for precision in PRECISIONS]
+
+
+def run_precision_check(profile: str = "full", out: Path | str | None = None,
+                        seeds: tuple[int, ...] = PRECISION_SEEDS,
                         epochs: int = 30, dataset: ImageDataset | None = None, command: str | None = None,
                         progress: bool = True, time_budget_s: float | None = None) -> dict[str, Any]:
     """Does the bfloat16 fast path train as well as float32? The ideal student on the reduced set
     (no teacher), ``epochs`` epochs at the profile's width and recipe, in both precisions, paired
-    by seed, on the CPU. Rows ``float32/seed<s>`` and ``bfloat16/seed<s>``. ``time_budget_s``:
-    start no new row after that many seconds."""
+    by seed, on the CPU (:func:`precision_runs`, through the experiments' one driver).
+    ``time_budget_s``: start no new row after that many seconds."""
     from kdlib.experiments import TimeBudget, paper_cpu_estimate
     from kdlib.profile import check_paper_on_cpu
 
@@ -344,24 +372,30 @@ def run_precision_check(profile: str = "full", out: Path | str | None = None, se
     device = torch.device("cpu")
     results = ResultFile(out, "cifar10-precision", new_provenance(command, profile=profile, scale=asdict(scale),
                                                                   dataset="CIFAR-10", device=str(device),
-                                                                  epochs=epochs, row=PRECISION_ROW))
+                                                                  epochs=epochs, row=PRECISION_ROW,
+                                                                  seeds=list(seeds)))
     results.run_provenance["environment"]["torch_threads"] = set_threads("resnet")
     dataset = dataset if dataset is not None else load_cifar10()
     results.use_data_source(dataset.source)
     x_train, y_train, x_test, y_test = subset(dataset, scale)
     keep = first_per_class(y_train, scale.reduced_per_class)
-    for seed in seeds:
-        for name, bf16 in (("float32", False), ("bfloat16", True)):
-            if results.has(f"{name}/seed{seed}") or budget.spent():
-                continue
-            student = seeded(lambda: make_model(row.blocks, row.block, row.stride, scale.width, device), seed)
-            config = replace(train_config(scale, epochs, seed, kd=False, device=device), mixed_precision=bf16)
-            log = train(student, x_train[keep], y_train[keep], config, batch_transform=augmenting())
-            result = {"precision": name, "seed": seed, "config": config.to_dict(), "train_wall_s": log.wall_s,
-                      "samples_per_s": log.samples_per_s, "accuracy": evaluate(student, x_test, y_test, scale.flip_test)}
-            if progress:
-                print(f"[seed {seed}] {name}: accuracy {result['accuracy']:.4f}, {log.wall_s:.0f} s", flush=True)
-            results.put(f"{name}/seed{seed}", result)
+
+    def train_one(run: PrecisionRun) -> dict[str, Any]:
+        student = seeded(lambda: make_model(row.blocks, row.block, row.stride, scale.width, device), run.seed)
+        config = replace(train_config(scale, epochs, run.seed, kd=False, device=device),
+                         mixed_precision=run.precision == "bfloat16")
+        log = train(student, x_train[keep], y_train[keep], config, batch_transform=augmenting())
+        return {"precision": run.precision, "seed": run.seed, "config": config.to_dict(),
+                "train_wall_s": log.wall_s, "samples_per_s": log.samples_per_s,
+                "accuracy": evaluate(student, x_test, y_test, scale.flip_test)}
+
+    def report(i: int, n: int, row_id: str, result: dict[str, Any]) -> None:
+        if progress:
+            print(f"{i}/{n} {row_id}: accuracy {result['accuracy']:.4f}, {result['train_wall_s']:.0f} s",
+                  flush=True)
+
+    todo = [run for run in precision_runs(seeds) if not results.has(run.row_id())]
+    run_rows(todo, train_one, results.put, budget.spent, rank(), report)
     results.save()
     return results.data
 
@@ -370,14 +404,22 @@ def run_precision_check(profile: str = "full", out: Path | str | None = None, se
 # Tables for the chapter
 
 
+def precision_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """The precision check's accuracy (%) by seed (rows) and precision (columns), from the
+    planned rows of the recorded seeds (a missing one raises :class:`kdlib.experiments.MissingRows`)."""
+    seeds = tuple(data["provenance"].get("seeds", PRECISION_SEEDS))  # the default, where not recorded
+    command = f"python -m kdlib.experiments cifar10-precision --profile {data['provenance'].get('profile', 'full')}"
+    runs = pd.DataFrame(planned_rows(data, [run.row_id() for run in precision_runs(seeds)], command))
+    return runs.pivot(index="seed", columns="precision", values="accuracy")[list(PRECISIONS)] * 100
+
+
 def paper_table2() -> pd.DataFrame:
     """The report's Table 2, as published."""
     return pd.read_csv(published_file("paper/table2_cifar10.csv"))
 
 
-def load_published() -> dict[str, Any]:
-    """The committed full-profile result file ``results/cifar10_full.json``."""
-    return published_data("cifar10_full.json")
+load_published = partial(experiments.load_published, "cifar10")
+"""The committed full-profile result file of this experiment, parsed."""
 
 
 def summary_table(data: dict[str, Any], rows: tuple[CifarRow, ...] = TABLE2) -> pd.DataFrame:

@@ -15,6 +15,7 @@ Every run is a row of a resumable result file (:class:`kdlib.results.ResultFile`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
-from kdlib.experiments import KD_LABEL_WEIGHT, planned_rows, published_data, published_file
+from kdlib.distributed import rank, run_rows
+from kdlib import experiments
+from kdlib.experiments import KD_LABEL_WEIGHT, MissingRows, planned_rows, published_file
 from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
@@ -199,15 +202,27 @@ def run_student(spec: StudentSpec, kind: str, seed: int, x_train: Tensor, y_trai
                               (test_logits, teacher_test_logits))}
 
 
-def planned_runs(seeds: tuple[int, ...]) -> list[tuple[str, StudentSpec, int]]:
-    """Every (kind, spec, seed) student run of the experiment, without duplicates."""
-    runs: dict[str, tuple[str, StudentSpec, int]] = {}
+@dataclass(frozen=True)
+class MnistRun:
+    """One student run of the experiment: a row of Table 1 (``spec``), how it is trained
+    (``kind``: ``"kd"``, ``"nokd"`` or ``"labelfree"``) and its seed; its row id comes from
+    these fields (:meth:`StudentSpec.row_id`)."""
+
+    kind: str
+    spec: StudentSpec
+    seed: int
+
+    def row_id(self) -> str:
+        return self.spec.row_id(self.kind, self.seed)
+
+
+def planned_runs(seeds: tuple[int, ...]) -> list[MnistRun]:
+    """Every student run of the experiment, seed by seed, without duplicates."""
+    runs: list[MnistRun] = []
     for seed in seeds:
-        for spec in TABLE1:
-            for kind in ("kd", "nokd"):
-                runs.setdefault(spec.row_id(kind, seed), (kind, spec, seed))
-        runs.setdefault(LABEL_FREE.row_id("labelfree", seed), ("labelfree", LABEL_FREE, seed))
-    return list(runs.values())
+        runs += [MnistRun(kind, spec, seed) for spec in TABLE1 for kind in ("kd", "nokd")]
+        runs.append(MnistRun("labelfree", LABEL_FREE, seed))
+    return list({run.row_id(): run for run in runs}.values())
 
 
 def measure_inference(x_test: Tensor, repeats: int, threads: int) -> dict[str, Any]:
@@ -226,8 +241,9 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     """Run (or resume) the whole MNIST experiment at ``profile`` scale; returns the result data.
 
     With ``out`` the rows are saved to that file as they finish and rows already there are not
-    recomputed; without it, nothing is written. ``time_budget_s``: start no new row (teacher or
-    student) after that many seconds. ``inference=False`` skips the inference timings;
+    recomputed; without it, nothing is written. ``time_budget_s``: start no new student (nor its
+    seed's teacher) after that many seconds. The rows are the recipes of :func:`planned_runs`,
+    trained by the experiments' one driver (:func:`kdlib.distributed.run_rows`). ``inference=False`` skips the inference timings;
     ``train_rows=False`` trains nothing and only adds them.
     """
     from kdlib.experiments import TimeBudget, paper_cpu_estimate
@@ -242,27 +258,31 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     dataset = dataset if dataset is not None else load_mnist()
     results.use_data_source(dataset.source)
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
-    runs = planned_runs(scale.seeds)
     results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
-    for seed in scale.seeds if train_rows else ():
-        todo = [(k, s, sd) for k, s, sd in runs if sd == seed and not results.has(s.row_id(k, sd))]
-        if not todo and results.has(f"teacher/seed{seed}"):
-            continue
-        if budget.spent():
-            break
-        teacher = load_or_train_teacher(x_train, y_train, seed, profile, dataset.source, results)
-        results.get(f"teacher/seed{seed}")["accuracy"] = accuracy(teacher, x_test, y_test)
-        teacher_logits = predict_logits(teacher, x_train)
-        teacher_test_logits = predict_logits(teacher, x_test)
-        for i, (kind, spec, sd) in enumerate(todo, 1):
-            if budget.spent():
-                break
-            row = run_student(spec, kind, sd, x_train, y_train, teacher_logits, x_test, y_test,
-                              teacher_test_logits)
-            if progress:
-                print(f"[seed {sd}] {i}/{len(todo)} {spec.row_id(kind, sd)}: accuracy {row['accuracy']:.4f}, "
-                      f"{row['train_wall_s']:.1f} s", flush=True)
-            results.put(spec.row_id(kind, sd), row)
+    todo = [run for run in planned_runs(scale.seeds) if not results.has(run.row_id())] if train_rows else []
+    teachers: dict[int, tuple[Tensor, Tensor]] = {}  # seed: the teacher's train and test logits
+
+    def teacher_logits(seed: int) -> tuple[Tensor, Tensor]:
+        if seed not in teachers:
+            teacher = load_or_train_teacher(x_train, y_train, seed, profile, dataset.source, results)
+            results.get(f"teacher/seed{seed}")["accuracy"] = accuracy(teacher, x_test, y_test)
+            teachers.clear()  # one seed's teacher at a time
+            teachers[seed] = predict_logits(teacher, x_train), predict_logits(teacher, x_test)
+        return teachers[seed]
+
+    def train_one(run: MnistRun) -> dict[str, Any]:
+        train_logits, test_logits = teacher_logits(run.seed)
+        return run_student(run.spec, run.kind, run.seed, x_train, y_train, train_logits, x_test, y_test,
+                           test_logits)
+
+    def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
+        if progress:
+            print(f"{i}/{n} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
+
+    run_rows(todo, train_one, results.put, budget.spent, rank(), report)
+    for seed in scale.seeds if train_rows else ():  # every seed's teacher row, even with no student left
+        if not results.has(f"teacher/seed{seed}") and not budget.spent():
+            teacher_logits(seed)
     if inference and not budget.spent() and "inference" not in results.data:
         results.set("inference", measure_inference(x_test, scale.timing_repeats, threads=1))
     results.save()
@@ -278,8 +298,18 @@ def paper_table1() -> pd.DataFrame:
     return pd.read_csv(published_file("paper/table1_mnist.csv"))
 
 
+def check_planned(data: dict[str, Any]) -> None:
+    """Raise :class:`kdlib.experiments.MissingRows` unless every run planned for the recorded
+    seeds is in the file (the tables select rows by their recipes' fields)."""
+    command = f"python -m kdlib.experiments mnist --profile {data['provenance'].get('profile', 'full')}"
+    planned_rows(data, [run.row_id() for run in planned_runs(tuple(data["provenance"]["scale"]["seeds"]))],
+                 command)
+
+
 def student_rows(data: dict[str, Any], kind: str) -> pd.DataFrame:
-    """One line per (spec, seed) run of ``kind`` with its accuracy and training time."""
+    """One line per (spec, seed) run of ``kind`` with its accuracy and training time, from a file
+    that holds every planned run (:func:`check_planned`)."""
+    check_planned(data)
     rows = [dict(**r["spec"], seed=r["seed"], accuracy=r["accuracy"], train_wall_s=r["train_wall_s"])
             for r in data["rows"].values() if r.get("kind") == kind]
     return pd.DataFrame(rows)
@@ -297,9 +327,6 @@ def summary_table(data: dict[str, Any]) -> pd.DataFrame:
     """Table 1 as we measured it: per row, mean and std over seeds, KD and no-KD, and cost ratios.
     Every planned run of the recorded seeds must be in the file: a missing one raises
     :class:`kdlib.experiments.MissingRows`."""
-    command = f"python -m kdlib.experiments mnist --profile {data['provenance'].get('profile', 'full')}"
-    planned_rows(data, [spec.row_id(kind, seed) for kind, spec, seed in
-                        planned_runs(tuple(data["provenance"]["scale"]["seeds"]))], command)
     kd = student_rows(data, "kd")
     nokd = student_rows(data, "nokd")
     lines = []
@@ -377,10 +404,39 @@ def kd_gaps(data: dict[str, Any]) -> pd.DataFrame:
         a, b = (100 * frame.set_index("seed").accuracy for frame in (mine, plain))
         seeds = sorted(set(a.index) & set(b.index))
         gap = paired_gap([a[s] for s in seeds], [b[s] for s in seeds])
-        lines.append({"student": f"{spec.hidden}, T = {spec.temperature:g}, {spec.epochs} ep., "
-                                 f"batch {spec.batch_size}",
-                      "KD − no KD": gap.mean, "95% CI": f"[{gap.low:+.2f}, {gap.high:+.2f}]",
+        lines.append({"student": spec_label(spec), "KD − no KD": gap.mean, "95% CI": f"[{gap.low:+.2f}, {gap.high:+.2f}]",
                       "seeds": gap.n, "below zero": gap.high < 0})
+    return pd.DataFrame(lines)
+
+
+def spec_label(spec: StudentSpec) -> str:
+    """A row of Table 1 in a few words: units, T, epochs and batch size."""
+    return f"{spec.hidden}, T = {spec.temperature:g}, {spec.epochs} ep., batch {spec.batch_size}"
+
+
+def fidelity_gaps(data: dict[str, Any], where: str = "test") -> pd.DataFrame:
+    """Per row of Table 1: the students' fidelity to their seed's teacher on the ``where``
+    (``"test"`` or ``"train"``) images: top-1 agreement of the KD and the labels-only student
+    (%, means over seeds), KD minus labels-only with a paired 95% interval, and the mean
+    KL(teacher || student) at T = 1 of each (nats). The planned rows of the recorded seeds; a
+    missing one raises :class:`kdlib.experiments.MissingRows`."""
+    if where not in ("test", "train"):
+        raise ValueError(f"where must be 'test' or 'train', got {where!r}")
+    seeds = tuple(data["provenance"]["scale"]["seeds"])
+    command = f"python -m kdlib.experiments mnist --profile {data['provenance'].get('profile', 'full')}"
+    lines = []
+    for spec in TABLE1:
+        kd = planned_rows(data, [MnistRun("kd", spec, s).row_id() for s in seeds], command)
+        plain = planned_rows(data, [MnistRun("nokd", spec, s).row_id() for s in seeds], command)
+        if any(f"fidelity_{where}" not in row for row in kd + plain):
+            raise MissingRows(f"the result file's students record no fidelity (it was made before kdlib "
+                              f"measured it): rerun `{command}` into a new file")
+        agree = [[100 * row[f"fidelity_{where}"]["agreement"] for row in rows] for rows in (kd, plain)]
+        gap = paired_gap(*agree)
+        lines.append({"student": spec_label(spec), "KD agrees %": sum(agree[0]) / len(seeds),
+                      "no KD agrees %": sum(agree[1]) / len(seeds), "KD − no KD": gap,
+                      "KL, KD": sum(row[f"fidelity_{where}"]["kl"] for row in kd) / len(seeds),
+                      "KL, no KD": sum(row[f"fidelity_{where}"]["kl"] for row in plain) / len(seeds)})
     return pd.DataFrame(lines)
 
 
@@ -414,22 +470,27 @@ def temperature_gaps(data: dict[str, Any], temperatures: tuple[float, ...] = (1.
     One line per pair (a, b) of ``temperatures`` (a before b): the mean of the accuracy at
     T = a minus that at T = b (percentage points), the standard deviation of those paired
     differences, the 95% confidence interval (:func:`kdlib.stats.paired_gap`), whether it
-    contains zero, and the seed-to-seed standard deviation of each of the two rows (the
-    "± sd" of the chapter's table), so that a difference can be set against both.
+    contains zero, the interval with Bonferroni's correction for the number of pairs compared
+    (each at level 1 - 0.05 / pairs) and whether it contains zero, and the seed-to-seed
+    standard deviation of each of the two rows (the "± sd" of the chapter's table), so that a
+    difference can be set against both.
     """
     kd = student_rows(data, "kd")
     same = (kd.hidden == hidden) & (kd.epochs == epochs) & (kd.batch_size == batch_size)
     by_t = {t: 100 * kd[same & (kd.temperature == t)].set_index("seed").accuracy for t in temperatures}
     lines = []
-    for i, a in enumerate(temperatures):
-        for b in temperatures[i + 1:]:
-            seeds = sorted(set(by_t[a].index) & set(by_t[b].index))
-            gap = paired_gap([by_t[a][s] for s in seeds], [by_t[b][s] for s in seeds])
-            lines.append({"T": f"{a:g} minus {b:g}", "difference": gap.mean,
-                          "95% CI": f"[{gap.low:+.2f}, {gap.high:+.2f}]",
-                          "sd of differences": gap.std, "contains 0": not gap.excludes_zero,
-                          "seed sd, first": by_t[a][seeds].std(ddof=1),
-                          "seed sd, second": by_t[b][seeds].std(ddof=1), "seeds": gap.n})
+    pairs = [(a, b) for i, a in enumerate(temperatures) for b in temperatures[i + 1:]]
+    for a, b in pairs:
+        seeds = sorted(set(by_t[a].index) & set(by_t[b].index))
+        values = [by_t[a][s] for s in seeds], [by_t[b][s] for s in seeds]
+        gap, corrected = paired_gap(*values), paired_gap(*values, level=1 - 0.05 / len(pairs))
+        lines.append({"T": f"{a:g} minus {b:g}", "difference": gap.mean,
+                      "95% CI": f"[{gap.low:+.2f}, {gap.high:+.2f}]",
+                      "sd of differences": gap.std, "contains 0": not gap.excludes_zero,
+                      "corrected CI": f"[{corrected.low:+.2f}, {corrected.high:+.2f}]",
+                      "corrected contains 0": not corrected.excludes_zero,
+                      "seed sd, first": by_t[a][seeds].std(ddof=1),
+                      "seed sd, second": by_t[b][seeds].std(ddof=1), "seeds": gap.n})
     return pd.DataFrame(lines)
 
 
@@ -471,9 +532,8 @@ def label_weight_temperature_sweep(label_weights: list[float], temperatures: lis
     return pd.DataFrame(rows)
 
 
-def load_published() -> dict[str, Any]:
-    """The committed full-profile result file ``results/mnist_full.json``."""
-    return published_data("mnist_full.json")
+load_published = partial(experiments.load_published, "mnist")
+"""The committed full-profile result file of this experiment, parsed."""
 
 
 @book_style

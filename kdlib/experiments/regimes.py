@@ -20,6 +20,7 @@ serves every student seed. Rows are shared between sweeps when they are the same
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from kdlib.data import ImageDataset, load_mnist
 from kdlib.checkpoints import record_teacher
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
-from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, published_data, published_file
+from kdlib import experiments
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, MissingRows, planned_rows
 from kdlib.experiments.mnist import (REPORT_TEACHER, TeacherRecipe, balanced_subset, cached_teacher,
                                     prepare_inputs)
 from kdlib.fidelity import fidelity_fields
@@ -304,9 +306,8 @@ def run_regimes(profile: str = "quick", out: Path | str | None = None, progress:
 # Tables for the chapter
 
 
-def load_published() -> dict[str, Any]:
-    """The committed full-profile result file ``results/mnist_regimes_full.json``."""
-    return published_data("mnist_regimes_full.json")
+load_published = partial(experiments.load_published, "regimes")
+"""The committed full-profile result file of this experiment, parsed."""
 
 
 def student_frame(data: dict[str, Any]) -> pd.DataFrame:
@@ -368,6 +369,37 @@ def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFra
                       "labels-only acc %": matching_rows(frame, **NOKD_ARM).accuracy_pct.mean(), "gain": g.mean,
                       "CI low": g.low, "CI high": g.high,
                       "worst seed": seed_differences(frame, KD_ARM, NOKD_ARM).min(), "seeds": g.n})
+    return pd.DataFrame(lines)
+
+
+def fidelity_by_size(data: dict[str, Any]) -> pd.DataFrame:
+    """Sweep 1's students against the main teacher: top-1 agreement on the test images of the KD
+    and the labels-only students (%, means over seeds), KD minus labels-only with its paired
+    95% interval, the KD students' agreement on their own training images, and the mean
+    KL(teacher || student) at T = 1 on the test images (nats), the accuracy gain, and the
+    agreement gain minus the accuracy gain (paired by seed). Planned rows only; a missing
+    row, or a file made before kdlib measured fidelity, raises
+    :class:`kdlib.experiments.MissingRows`."""
+    scale = recorded_scale(data)
+    lines = []
+    for n in scale.sizes:
+        frame = runs_frame(data, kd=[kd_run(n, seed, scale.main_teacher) for seed in scale.seeds],
+                           nokd=[nokd_run(n, seed) for seed in scale.seeds])
+        if "fidelity_test" not in frame or frame["fidelity_test"].isna().any():
+            raise MissingRows("the result file's students record no fidelity (it was made before kdlib measured "
+                              "it): rerun `python -m kdlib.experiments regimes` into a new file")
+        for where in ("test", "train"):
+            frame[f"agreement_{where}"] = [100 * f["agreement"] for f in frame[f"fidelity_{where}"]]
+        frame["kl_test"] = [f["kl"] for f in frame["fidelity_test"]]
+        frame["agreement_over_accuracy"] = frame["agreement_test"] - frame["accuracy_pct"]
+        kd, plain = matching_rows(frame, **KD_ARM), matching_rows(frame, **NOKD_ARM)
+        lines.append({"N": n, "KD agrees %": kd.agreement_test.mean(), "no KD agrees %": plain.agreement_test.mean(),
+                      "KD − no KD": gap_by_seed(frame, KD_ARM, NOKD_ARM, column="agreement_test"),
+                      "KD agrees, train %": kd.agreement_train.mean(),
+                      "KL, KD": kd.kl_test.mean(), "KL, no KD": plain.kl_test.mean(),
+                      "accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM),
+                      "agreement gain − accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM,
+                                                                    column="agreement_over_accuracy")})
     return pd.DataFrame(lines)
 
 
