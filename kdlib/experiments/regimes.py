@@ -375,7 +375,7 @@ def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFra
 def fidelity_by_size(data: dict[str, Any]) -> pd.DataFrame:
     """Sweep 1's students against the main teacher: top-1 agreement on the test images of the KD
     and the labels-only students (%, means over seeds), KD minus labels-only with its paired
-    95% interval, the KD students' agreement on their own training images, and the mean
+    95% interval, the agreement of both on their own training images, and the mean
     KL(teacher || student) at T = 1 on the test images (nats), the accuracy gain, and the
     agreement gain minus the accuracy gain (paired by seed). Planned rows only; a missing
     row, or a file made before kdlib measured fidelity, raises
@@ -396,11 +396,22 @@ def fidelity_by_size(data: dict[str, Any]) -> pd.DataFrame:
         lines.append({"N": n, "KD agrees %": kd.agreement_test.mean(), "no KD agrees %": plain.agreement_test.mean(),
                       "KD − no KD": gap_by_seed(frame, KD_ARM, NOKD_ARM, column="agreement_test"),
                       "KD agrees, train %": kd.agreement_train.mean(),
+                      "no KD agrees, train %": plain.agreement_train.mean(),
                       "KL, KD": kd.kl_test.mean(), "KL, no KD": plain.kl_test.mean(),
                       "accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM),
                       "agreement gain − accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM,
                                                                     column="agreement_over_accuracy")})
     return pd.DataFrame(lines)
+
+
+def gains_by_seed(data: dict[str, Any], train_size: int, teacher: str | None = None) -> pd.Series:
+    """Sweep 1's gain (KD minus labels-only accuracy, points) at ``train_size``, seed by seed
+    (the main teacher unless ``teacher`` is given)."""
+    scale = recorded_scale(data)
+    teacher = teacher or scale.main_teacher
+    frame = runs_frame(data, kd=[kd_run(train_size, seed, teacher) for seed in scale.seeds],
+                       nokd=[nokd_run(train_size, seed) for seed in scale.seeds])
+    return seed_differences(frame, KD_ARM, NOKD_ARM)
 
 
 def equivalent_labelled(table: pd.DataFrame) -> pd.Series:
