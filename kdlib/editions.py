@@ -129,6 +129,8 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|:{3,})\{(?P<name>[^}\s]+
 OPTION = re.compile(r"^[ \t]*:(?P<key>[\w-]+):[ \t]*(?P<value>.*)$")
 TARGET = re.compile(r"^[ \t]*\((?P<label>[^()\s]+)\)=[ \t]*\n?", re.M)
 HEADING = re.compile(r"^(?P<hashes>#{1,6})[ \t]+(?P<title>.+?)[ \t]*#*[ \t]*$", re.M)
+EXERCISE_TITLE = re.compile(r"Exercise( [0-9.]+)?: ")
+"""The title of a heading made from an exercise (a section called "Exercises" is not one)."""
 ADMONITIONS = ("admonition", "note", "tip", "hint", "important", "warning", "caution",
                "attention", "danger", "error", "seealso")
 STUDENT_REWRITES = (
@@ -346,7 +348,7 @@ class PlainMarkdown:
             if cell.cell_type == "markdown":
                 cell.source = self.markdown(cell.source, level + 1)
                 headings = [len(m.group("hashes")) for m in HEADING.finditer(cell.source)
-                            if not m.group("title").startswith("Exercise")]
+                            if not EXERCISE_TITLE.match(m.group("title"))]
                 level = headings[-1] if headings else level
             elif cell.cell_type == "code":
                 cell.source = rewrite_wording(cell.source)

@@ -151,3 +151,20 @@ def test_notebook_code_lines_fit_the_book_column() -> None:
                 long += [f"{path.name} cell {i}: {len(line)} characters" for line in cell.source.splitlines()
                          if len(line) > 88]
     assert not long, long
+
+
+def test_headings_never_skip_a_level(built) -> None:
+    """An exercise's heading sits one level below the section it is in ("## Exercises", then
+    "### Exercise 3: ..."), even after a subsection: MyST warns on a skipped level, and the
+    student edition's build fails on warnings."""
+    out, paths = built
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        previous = 1
+        for cell in nb.cells:
+            if cell.cell_type != "markdown":
+                continue
+            for match in editions.HEADING.finditer(cell.source):
+                level = len(match.group("hashes"))
+                assert level <= previous + 1, (path.name, match.group(0))
+                previous = level
