@@ -9,8 +9,10 @@ dataset stores them (``uint8``, shape ``(N, C, H, W)``, values 0 to 255) and doe
     >>> model, info = load_model("student.pt2")            # doctest: +SKIP
     >>> model(raw_images).argmax(1)                        # doctest: +SKIP
 
-The file is PyTorch's own exported-program format (``torch.export.save``): anyone with PyTorch
-loads it with ``torch.export.load(path).module()``, no kdlib and no model code needed. Beside the
+The file is PyTorch's own exported-program format (``torch.export.save``): anyone with a
+compatible PyTorch (the tests use the version that saved it; the format is not promised to load
+across versions) loads it with ``torch.export.load(path).module()``, no kdlib and no model
+code needed. Beside the
 program it holds ``kdlib.json``: the classes, the mean and standard deviation, the input shape,
 the kdlib version and the SHA-256 of the weights, which :func:`load_model` checks.
 """
