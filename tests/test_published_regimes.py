@@ -46,3 +46,15 @@ def test_label_smoothing_and_grid_tables_are_complete(published: dict) -> None:
         grid = regimes.grid(published, n)
         assert grid.shape == (len(regimes.SCALES["full"].temperatures), len(regimes.SCALES["full"].label_weights))
     assert len(regimes.anchor_table(published)) == 3
+
+
+def test_fidelity_by_size_refuses_a_file_without_fidelity() -> None:
+    import copy
+
+    from kdlib.experiments import MissingRows
+
+    old = copy.deepcopy(regimes.load_published())
+    for row in old["rows"].values():
+        row.pop("fidelity_train", None)
+    with pytest.raises(MissingRows, match="record no fidelity"):
+        regimes.fidelity_by_size(old)

@@ -87,3 +87,14 @@ def test_table1_names_a_missing_planned_run() -> None:
     del broken["rows"][missing]
     with pytest.raises(MissingRows, match=re.escape(missing)):
         mnist.summary_table(broken)
+
+
+def test_fidelity_table_refuses_a_file_without_fidelity() -> None:
+    import copy
+
+    from kdlib.experiments import MissingRows
+
+    old = copy.deepcopy(mnist.load_published())
+    del old["rows"][mnist.planned_runs((0,))[0].row_id()]["fidelity_test"]
+    with pytest.raises(MissingRows, match="record no fidelity"):
+        mnist.fidelity_gaps(old)

@@ -148,6 +148,19 @@ class MissingRows(LookupError):
     stopped by its time budget, a file of another profile, a row id that changed)."""
 
 
+def run_command(experiment: str, data: dict[str, Any]) -> str:
+    """The command that makes (or resumes) the rows of ``data``, a result file of ``experiment``."""
+    return f"python -m kdlib.experiments {experiment} --profile {data['provenance'].get('profile', 'full')}"
+
+
+def require_fidelity(rows: list[dict[str, Any]], command: str) -> None:
+    """Raise :class:`MissingRows` if a student row records no fidelity (a file made before kdlib
+    measured it), naming ``command`` to make a new one."""
+    if not all(isinstance(row.get(f"fidelity_{where}"), dict) for row in rows for where in ("train", "test")):
+        raise MissingRows(f"the result file's students record no fidelity (it was made before kdlib measured "
+                          f"it): rerun `{command}` into a new file")
+
+
 def planned_rows(data: dict[str, Any], row_ids: list[str], command: str) -> list[dict[str, Any]]:
     """The rows ``row_ids`` of a result file's ``data``, in that order. A table selects the rows
     of the runs it plans by their ids, never by matching columns: a missing row raises

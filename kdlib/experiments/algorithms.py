@@ -34,7 +34,7 @@ from kdlib.adversarial import AdversarialTerm
 from kdlib.bench import latency_and_throughput
 from kdlib.data import ImageDataset, load_cifar10, load_mnist
 from kdlib import experiments
-from kdlib.experiments import (KD_LABEL_WEIGHT, KD_TEMPERATURE, TimeBudget, cifar, planned_rows)
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, TimeBudget, cifar, planned_rows, run_command
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.experiments.regimes import Teachers, epochs_for
 from kdlib.contrastive import CRDTerm
@@ -429,7 +429,7 @@ def student_frame(data: dict[str, Any]) -> pd.DataFrame:
 def planned_frame(data: dict[str, Any], row_ids: list[str]) -> pd.DataFrame:
     """The rows ``row_ids`` (planned by a table) as a frame, accuracy in percent; a missing one
     raises :class:`kdlib.experiments.MissingRows` with the command that makes it."""
-    command = f"python -m kdlib.experiments algorithms --profile {data['provenance'].get('profile', 'full')}"
+    command = run_command("algorithms", data)
     frame = pd.DataFrame(planned_rows(data, row_ids, command))
     frame["accuracy_pct"] = 100 * frame["accuracy"]
     return frame

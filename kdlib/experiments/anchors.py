@@ -42,7 +42,7 @@ from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import ImageDataset, load_mnist
 from kdlib.distributed import Rank, broadcast, one_for_all, rank, run_rows
 from kdlib import experiments
-from kdlib.experiments import planned_rows
+from kdlib.experiments import planned_rows, run_command
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
@@ -459,7 +459,7 @@ def recorded_parts(data: dict[str, Any]) -> tuple[str, ...]:
 def planned_frame(data: dict[str, Any]) -> pd.DataFrame:
     """:func:`student_frame` of a result file that holds every run its scale and parts plan; a
     missing one raises :class:`kdlib.experiments.MissingRows` with the command that makes it."""
-    command = f"python -m kdlib.experiments anchors --profile {data['provenance'].get('profile', 'full')}"
+    command = run_command("anchors", data)
     planned_rows(data, [run.row_id() for run in planned_runs(recorded_scale(data), recorded_parts(data))],
                  command)
     return student_frame(data)

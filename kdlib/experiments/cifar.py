@@ -31,7 +31,7 @@ from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import CIFAR10_MEAN, CIFAR10_STD, ImageDataset, first_per_class, load_cifar10
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
 from kdlib import experiments
-from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, published_file
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, run_command, published_file
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import cifar_resnet, seeded
 from kdlib.precision import use_bfloat16
@@ -408,7 +408,7 @@ def precision_frame(data: dict[str, Any]) -> pd.DataFrame:
     """The precision check's accuracy (%) by seed (rows) and precision (columns), from the
     planned rows of the recorded seeds (a missing one raises :class:`kdlib.experiments.MissingRows`)."""
     seeds = tuple(data["provenance"].get("seeds", PRECISION_SEEDS))  # the default, where not recorded
-    command = f"python -m kdlib.experiments cifar10-precision --profile {data['provenance'].get('profile', 'full')}"
+    command = run_command("cifar10-precision", data)
     runs = pd.DataFrame(planned_rows(data, [run.row_id() for run in precision_runs(seeds)], command))
     return runs.pivot(index="seed", columns="precision", values="accuracy")[list(PRECISIONS)] * 100
 
@@ -427,7 +427,7 @@ def summary_table(data: dict[str, Any], rows: tuple[CifarRow, ...] = TABLE2) -> 
     Every row of ``rows`` must have a run for each seed of the recorded scale (rows with more
     seeds, for a claim, keep them all): a missing run raises :class:`kdlib.experiments.MissingRows`."""
     seeds = data["provenance"]["scale"]["seeds"]
-    command = f"python -m kdlib.experiments cifar10 --profile {data['provenance'].get('profile', 'full')}"
+    command = run_command("cifar10", data)
     planned_rows(data, [row.row_id(seed) for row in rows for seed in seeds], command)
     lines = []
     for row in rows:

@@ -30,7 +30,7 @@ from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
 from kdlib.distributed import rank, run_rows
 from kdlib import experiments
-from kdlib.experiments import KD_LABEL_WEIGHT, MissingRows, planned_rows, published_file
+from kdlib.experiments import KD_LABEL_WEIGHT, planned_rows, require_fidelity, run_command, published_file
 from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
@@ -243,8 +243,9 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     With ``out`` the rows are saved to that file as they finish and rows already there are not
     recomputed; without it, nothing is written. ``time_budget_s``: start no new student (nor its
     seed's teacher) after that many seconds. The rows are the recipes of :func:`planned_runs`,
-    trained by the experiments' one driver (:func:`kdlib.distributed.run_rows`). ``inference=False`` skips the inference timings;
-    ``train_rows=False`` trains nothing and only adds them.
+    trained by the experiments' one driver (:func:`kdlib.distributed.run_rows`).
+    ``inference=False`` skips the inference timings; ``train_rows=False`` trains nothing and
+    only adds them.
     """
     from kdlib.experiments import TimeBudget, paper_cpu_estimate
     from kdlib.profile import check_paper_on_cpu
@@ -301,7 +302,7 @@ def paper_table1() -> pd.DataFrame:
 def check_planned(data: dict[str, Any]) -> None:
     """Raise :class:`kdlib.experiments.MissingRows` unless every run planned for the recorded
     seeds is in the file (the tables select rows by their recipes' fields)."""
-    command = f"python -m kdlib.experiments mnist --profile {data['provenance'].get('profile', 'full')}"
+    command = run_command("mnist", data)
     planned_rows(data, [run.row_id() for run in planned_runs(tuple(data["provenance"]["scale"]["seeds"]))],
                  command)
 
@@ -423,14 +424,12 @@ def fidelity_gaps(data: dict[str, Any], where: str = "test") -> pd.DataFrame:
     if where not in ("test", "train"):
         raise ValueError(f"where must be 'test' or 'train', got {where!r}")
     seeds = tuple(data["provenance"]["scale"]["seeds"])
-    command = f"python -m kdlib.experiments mnist --profile {data['provenance'].get('profile', 'full')}"
+    command = run_command("mnist", data)
     lines = []
     for spec in TABLE1:
         kd = planned_rows(data, [MnistRun("kd", spec, s).row_id() for s in seeds], command)
         plain = planned_rows(data, [MnistRun("nokd", spec, s).row_id() for s in seeds], command)
-        if any(f"fidelity_{where}" not in row for row in kd + plain):
-            raise MissingRows(f"the result file's students record no fidelity (it was made before kdlib "
-                              f"measured it): rerun `{command}` into a new file")
+        require_fidelity(kd + plain, command)
         agree = [[100 * row[f"fidelity_{where}"]["agreement"] for row in rows] for rows in (kd, plain)]
         gap = paired_gap(*agree)
         lines.append({"student": spec_label(spec), "KD agrees %": sum(agree[0]) / len(seeds),

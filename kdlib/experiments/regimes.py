@@ -34,7 +34,7 @@ from kdlib.checkpoints import record_teacher
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib import experiments
-from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, MissingRows, planned_rows
+from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, planned_rows, require_fidelity, run_command
 from kdlib.experiments.mnist import (REPORT_TEACHER, TeacherRecipe, balanced_subset, cached_teacher,
                                     prepare_inputs)
 from kdlib.fidelity import fidelity_fields
@@ -340,7 +340,7 @@ def runs_frame(data: dict[str, Any], **arms: list[StudentRun]) -> pd.DataFrame:
     """The rows of planned runs, found by their row ids, one line per run with an ``arm`` column
     naming its group (``runs_frame(data, kd=[...], nokd=[...])``), accuracy in percent. A
     planned run missing from the file raises :class:`kdlib.experiments.MissingRows`."""
-    command = f"python -m kdlib.experiments regimes --profile {data['provenance'].get('profile', 'full')}"
+    command = run_command("regimes", data)
     frames = [pd.DataFrame(planned_rows(data, [run.row_id() for run in runs], command)).assign(arm=arm)
               for arm, runs in arms.items()]
     frame = pd.concat(frames, ignore_index=True)
@@ -385,9 +385,7 @@ def fidelity_by_size(data: dict[str, Any]) -> pd.DataFrame:
     for n in scale.sizes:
         frame = runs_frame(data, kd=[kd_run(n, seed, scale.main_teacher) for seed in scale.seeds],
                            nokd=[nokd_run(n, seed) for seed in scale.seeds])
-        if "fidelity_test" not in frame or frame["fidelity_test"].isna().any():
-            raise MissingRows("the result file's students record no fidelity (it was made before kdlib measured "
-                              "it): rerun `python -m kdlib.experiments regimes` into a new file")
+        require_fidelity(frame.to_dict("records"), run_command("regimes", data))
         for where in ("test", "train"):
             frame[f"agreement_{where}"] = [100 * f["agreement"] for f in frame[f"fidelity_{where}"]]
         frame["kl_test"] = [f["kl"] for f in frame["fidelity_test"]]
