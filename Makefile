@@ -54,11 +54,11 @@ browser: $(STAMP)
 	$(BIN)/python tests/browser_check.py --html _build/html --shots _build/screenshots
 
 student: $(STAMP)
-	$(BIN)/python -m kdlib.editions student --out _build/student --html
+	$(BIN)/python -m kdlib.course.editions student --out _build/student --html
 
 # One Otter-Grader assignment per chapter: _build/assignments/<chapter>/{student,autograder}.
 assignments: $(STAMP)
-	$(BIN)/python -m kdlib.assignments --out _build/assignments
+	$(BIN)/python -m kdlib.course.assignments --out _build/assignments
 
 # The book as one PDF, printed by headless Chromium from _build/html (run make book first),
 # then checked (page count, chapter titles, figures, bibliography, no raw TeX).

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kdlib.editions import chapter_paths  # noqa: E402
+from kdlib.course.editions import chapter_paths  # noqa: E402
 from kdlib.results import atomic_write_json, new_provenance  # noqa: E402
 
 FULL_PROFILE_CHAPTERS = ("00", "01", "02", "03", "04")

@@ -1,35 +1,38 @@
 """kdlib: the small library behind the course *Exploring Knowledge Distillation*.
 
-Modules, each about one thing:
+The library a researcher reuses, from the bottom floor up:
 
-* :mod:`kdlib.profile` - the ``KDLIB_PROFILE`` switch (quick / full / paper scale);
-* :mod:`kdlib.data` - MNIST and CIFAR-10 as in-memory tensors from a local mirror;
-* :mod:`kdlib.augment` - random crops, flips and shifts of whole batches;
-* :mod:`kdlib.losses` - softmax cross-entropy and the distillation loss;
-* :mod:`kdlib.models` - the MLPs of the MNIST table and the ResNets of the CIFAR-10 table;
-* :mod:`kdlib.train` - one training loop for ordinary training and offline distillation;
-* :mod:`kdlib.terms` - a method is a term: the loss as a weighted sum of terms, and their registry;
-* :mod:`kdlib.threads` - how many CPU threads training uses, chosen by the kind of work;
-* :mod:`kdlib.precision` - when to train in bfloat16, chosen by the hardware;
-* :mod:`kdlib.checkpoints` - trained models cached under a hash of their recipe, verified on load;
-* :mod:`kdlib.calibration` - log-loss, reliability bins and expected calibration error;
-* :mod:`kdlib.stats` - paired comparisons over seeds with confidence intervals;
-* :mod:`kdlib.bench` - inference timings (warm-up, repeats, median) and FLOP counts;
-* :mod:`kdlib.theory` - the Monte-Carlo toolkit of the two lemmas;
-* :mod:`kdlib.results` - result files with provenance, written atomically;
-* :mod:`kdlib.quantize` - fake quantization, quantization-aware training and int8 models;
-* :mod:`kdlib.adversarial` - a discriminator as an extra term of the distillation loss;
-* :mod:`kdlib.features` - feature maps by forward hooks, FitNets hints and attention transfer;
-* :mod:`kdlib.contrastive` - contrastive representation distillation (CRD) with memory banks;
-* :mod:`kdlib.errors` - OS errors that name the path, its role and the fix;
-* :mod:`kdlib.checks` - checkers for the exercises;
-* :mod:`kdlib.editions` - the student edition (solutions removed) and the instructor's tables;
-* :mod:`kdlib.assignments` - Otter-Grader assignments from the exercises, and local grading;
-* :mod:`kdlib.instructor` - the instructor page's outline, study hours, plan and rubrics;
-* :mod:`kdlib.release` - the release's version tag and the chapters' Colab install line;
-* :mod:`kdlib.figures` - plots the chapters share;
-* :mod:`kdlib.experiments` - one module per table of the report, the regimes of chapter 7, and
+* data and networks: :mod:`kdlib.data` (MNIST and CIFAR-10 as in-memory tensors from a local
+  mirror), :mod:`kdlib.augment` (crops, flips and shifts of whole batches), :mod:`kdlib.models`
+  (the report's MLPs and ResNets, ensembles), :mod:`kdlib.fastnet` (a fast CIFAR-10 network and
+  recipe in the spirit of airbench);
+* training: :mod:`kdlib.train` (one training loop for ordinary training and offline
+  distillation), :mod:`kdlib.terms` (a method is a term of the loss; the registry),
+  :mod:`kdlib.losses` (cross-entropy and the distillation loss of chapter 2),
+  :mod:`kdlib.features` (feature maps by forward hooks), :mod:`kdlib.precision` (bfloat16 where the
+  hardware has it), :mod:`kdlib.threads` (CPU threads by kind of work);
+* the methods, one module each: :mod:`kdlib.methods` (``kd``, ``fitnets``, ``attention``,
+  ``crd``, ``adversarial``), and :mod:`kdlib.quantize` (building and deploying an int8 student);
+* measuring: :mod:`kdlib.stats` (paired comparisons over seeds), :mod:`kdlib.fidelity`
+  (agreement with the teacher), :mod:`kdlib.calibration`, :mod:`kdlib.bench` (timings, FLOPs),
+  :mod:`kdlib.theory` (the Monte-Carlo toolkit of the two lemmas), :mod:`kdlib.figures`;
+* keeping results: :mod:`kdlib.results` (result files with provenance, written atomically),
+  :mod:`kdlib.checkpoints` (trained models cached under a hash of their recipe),
+  :mod:`kdlib.export` (a model saved with its preprocessing), :mod:`kdlib.errors`,
+  :mod:`kdlib.profile` (the ``KDLIB_PROFILE`` switch), :mod:`kdlib.distributed` (rows sharded
+  over processes);
+* :mod:`kdlib.experiments`: one module per table of the report and per chapter experiment, and
   the command-line runner.
+
+Beside the library, :mod:`kdlib.course` holds the course's machinery (exercise checkers, the
+student edition, Otter-Grader assignments, the instructor page, releases); nothing in the
+library imports it.
+
+The names a reader uses most are importable from ``kdlib`` itself (loaded on first use, so
+``import kdlib`` stays cheap): :class:`TrainConfig`, :func:`predict_logits`,
+:func:`accuracy`, :func:`load_dataset`, :func:`mlp`, :func:`cifar_resnet`, :func:`seeded`,
+:func:`make_term` and the method terms. The loop itself is :func:`kdlib.train.train` (``kdlib.train``
+is its module, so it is not re-exported under that name).
 """
 
 __version__ = "0.1.0"
@@ -43,3 +46,25 @@ STUDENT_BRANCH = "student-edition"
 """The branch the release publishes the student edition's notebooks to (the contents of
 ``_build/student``: ``chapters/*.ipynb`` at its root); the student book's launch buttons open
 them there, never the notebooks with solutions."""
+
+_PUBLIC = {
+    "TrainConfig": "kdlib.train", "TrainLog": "kdlib.train",
+    "predict_logits": "kdlib.train", "accuracy": "kdlib.train",
+    "load_dataset": "kdlib.data", "load_mnist": "kdlib.data", "load_cifar10": "kdlib.data",
+    "mlp": "kdlib.models", "cifar_resnet": "kdlib.models", "seeded": "kdlib.models", "Ensemble": "kdlib.models",
+    "Term": "kdlib.terms", "Step": "kdlib.terms", "TERMS": "kdlib.terms", "make_term": "kdlib.terms",
+    "register_term": "kdlib.terms",
+    "LabelTerm": "kdlib.methods", "KDTerm": "kdlib.methods", "FitNetsTerm": "kdlib.methods",
+    "AttentionTerm": "kdlib.methods", "CRDTerm": "kdlib.methods", "AdversarialTerm": "kdlib.methods",
+    "paired_gap": "kdlib.stats",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    """Load a public name's module on first use (PEP 562)."""
+    import importlib
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'kdlib' has no attribute {name!r}")

@@ -3,7 +3,8 @@
 At every step the loop builds a :class:`Step` (the batch's indices, inputs and labels, the
 student's logits, the teacher's logits when there is a teacher, and the feature maps the terms
 asked for) and adds up ``term.weight * term(step)`` over its terms. Cross-entropy on the labels
-(:class:`LabelTerm`) and the distillation term (:class:`KDTerm`) are terms like any other;
+(:class:`~kdlib.methods.kd.LabelTerm`) and the distillation term (:class:`~kdlib.methods.kd.KDTerm`)
+are terms like any other;
 ``train`` without ``terms=`` builds them from its :class:`~kdlib.train.TrainConfig`
 (:func:`kdlib.train.config_terms`).
 
@@ -31,10 +32,10 @@ A new method is one class and one line::
 
     train(model, x, y, config, terms=[LabelTerm(), LogitPenalty(weight=1e-3)])
 
-:data:`TERMS` holds the terms of the modules imported so far: this module's ``"label"`` and
-``"kd"``; :mod:`kdlib.features` adds ``"fitnets"`` and ``"at"`` (attention transfer),
-:mod:`kdlib.contrastive` ``"crd"`` and :mod:`kdlib.adversarial` ``"adversarial"``
-(:mod:`kdlib.train` imports the first two).
+:data:`TERMS` is the registry, the one place every method is entered. The methods themselves
+live one per module in :mod:`kdlib.methods` (``kd``, ``fitnets``, ``attention``, ``crd``,
+``adversarial``, ...); importing :mod:`kdlib.methods` (which :mod:`kdlib.train` does) registers
+them all, and :func:`make_term` makes one by name.
 """
 
 from __future__ import annotations
@@ -45,8 +46,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 from torch import Tensor, nn
-
-from kdlib.losses import check_label_smoothing, check_temperature, kd_divergence, softmax_cross_entropy
 
 ExtraLoss = Callable[[Tensor, "Tensor | None", "Tensor | None"], Tensor]
 """The older form of an extra term (:func:`kdlib.train.train`'s ``extra_loss``): called at every
@@ -155,54 +154,11 @@ def register_term(name: str) -> Callable[[T], T]:
 
 def make_term(name: str, **settings) -> Term:
     """``TERMS[name](**settings)``, with the registered names in the error message."""
+    import kdlib.methods  # noqa: F401  (registers every method of the library)
     if name not in TERMS:
-        raise ValueError(f"no term named {name!r}: registered are {sorted(TERMS)} (kdlib.features and "
-                         "kdlib.adversarial register theirs when imported)")
+        raise ValueError(f"no term named {name!r}: registered are {sorted(TERMS)} (a method of your own "
+                         "is registered when the module that defines it is imported)")
     return TERMS[name](**settings)
-
-
-@register_term("label")
-class LabelTerm(Term):
-    """Softmax cross-entropy on the labels (:func:`kdlib.losses.softmax_cross_entropy`), with
-    label smoothing ``label_smoothing``."""
-
-    def __init__(self, weight: float = 1.0, label_smoothing: float = 0.0) -> None:
-        super().__init__(weight)
-        self.label_smoothing = check_label_smoothing(label_smoothing)
-
-    def __call__(self, step: Step) -> Tensor:
-        if step.labels is None:
-            raise ValueError("the label term needs labels: pass them to train, or leave the term out "
-                             "(training on the teacher's outputs alone)")
-        return softmax_cross_entropy(step.logits, step.labels, self.label_smoothing, check=step.check)
-
-
-@register_term("kd")
-class KDTerm(Term):
-    """Hinton et al.'s distillation term ``T**2 * KL(p_teacher^T || p_student^T)``
-    (:func:`kdlib.losses.kd_divergence`); the ``T**2`` keeps its gradient's scale as ``T``
-    changes."""
-
-    def __init__(self, weight: float = 1.0, temperature: float = 4.0) -> None:
-        super().__init__(weight)
-        self.temperature = check_temperature(temperature)
-
-    def divergence(self, step: Step) -> Tensor:
-        if step.teacher_logits is None:
-            raise ValueError("the KD term needs a teacher: pass teacher_logits=... (precomputed) or "
-                             "teacher=... (run on each batch) to train")
-        return kd_divergence(step.logits, step.teacher_logits, self.temperature, check=step.check)
-
-    def __call__(self, step: Step) -> Tensor:
-        t = self.temperature
-        return (t * t) * self.divergence(step)
-
-    def weighted(self, step: Step) -> tuple[Tensor, Tensor]:
-        """``weight * T**2`` multiplies the divergence as one number, as
-        :func:`kdlib.losses.distillation_loss` does (so the two agree to the last bit)."""
-        t = self.temperature
-        kl = self.divergence(step)
-        return (self.weight * (t * t)) * kl, (t * t) * kl.detach()
 
 
 class ExtraLossTerm(Term):

@@ -26,10 +26,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-import kdlib.contrastive  # noqa: F401  (registers the "crd" term)
 from kdlib.features import FeatureTap
 from kdlib.losses import check_label_smoothing, check_label_weight, check_temperature, refuse_alpha
-from kdlib.terms import ExtraLoss, ExtraLossTerm, KDTerm, LabelTerm, Step, Term, split_feature
+from kdlib.methods import KDTerm, LabelTerm
+from kdlib.terms import ExtraLoss, ExtraLossTerm, Step, Term, split_feature
 
 __all__ = ["BatchTransform", "EpochCallback", "ExtraLoss", "OptimizerFactory", "SchedulerFactory", "TrainConfig",
            "TrainLog", "accuracy", "config_terms", "make_optimizer", "make_scheduler", "predict_logits", "train"]
@@ -386,7 +386,7 @@ def check_terms(terms: list[Term], config: TrainConfig, distilling: bool, labels
         raise ValueError("give extra_loss or terms, not both: with terms, add it as a term "
                          "(kdlib.terms.ExtraLossTerm(extra_loss))")
     if not terms:
-        raise ValueError("terms is empty: the loss needs at least one term (e.g. kdlib.terms.LabelTerm())")
+        raise ValueError("terms is empty: the loss needs at least one term (e.g. kdlib.methods.kd.LabelTerm())")
     wrong = [t for t in terms if not isinstance(t, Term)]
     if wrong:
         raise ValueError(f"terms must be kdlib.terms.Term objects, got {wrong[0]!r} (wrap a function "

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from browser_check import browser, load, serve  # noqa: E402
 
 import kdlib  # noqa: E402
-from kdlib.editions import ROOT, toc_files  # noqa: E402
+from kdlib.course.editions import ROOT, toc_files  # noqa: E402
 
 PRINT_CSS = """
 .bd-header, .bd-sidebar-primary, .bd-sidebar-secondary, .header-article, .prev-next-area,

@@ -12,9 +12,10 @@ from test_cifar_experiment import fake_cifar
 from test_regimes_toolkit import fake_mnist
 from torch import nn
 
-from kdlib.adversarial import AdversarialTerm
+from kdlib.methods.adversarial import AdversarialTerm
 from kdlib.experiments import algorithms, cifar
-from kdlib.features import FitNetsTerm, stage_shapes, tap
+from kdlib.features import stage_shapes, tap
+from kdlib.methods import FitNetsTerm
 from kdlib.models import cifar_resnet, mlp, stage_channels
 from kdlib.quantize import check_bits, fake_quantize, freeze, level_range, model_size_bytes, prepare_qat, to_int8
 from kdlib.train import TrainConfig, accuracy, config_terms, train
@@ -191,7 +192,7 @@ def test_tiny_algorithms_run_fills_every_table_and_resumes(tmp_path, monkeypatch
 
 
 def test_chapter_8_checkers_accept_the_reference_and_reject_typical_mistakes() -> None:
-    from kdlib.checks import check_fake_quantized, check_int8_size, int8_mlp_size_bytes
+    from kdlib.course.checks import check_fake_quantized, check_int8_size, int8_mlp_size_bytes
 
     assert check_fake_quantized(0.35)
     assert not check_fake_quantized(0.5) and "clamp" in repr(check_fake_quantized(0.5))  # forgot the clamp

@@ -1,4 +1,4 @@
-"""The autograded assignments (kdlib.assignments, `make assignments`): every chapter gets one,
+"""The autograded assignments (kdlib.course.assignments, `make assignments`): every chapter gets one,
 the autograder gives the reference solutions full marks and each checker's typical mistake zero
 on its question, and `otter run` grades a submission end to end, offline.
 
@@ -19,8 +19,8 @@ pytest.importorskip(
     "otter", reason="otter-grader is in requirements.txt: run `make setup`"
 )
 
-from kdlib import assignments  # noqa: E402
-from kdlib.editions import chapter_paths, exercises  # noqa: E402
+from kdlib.course import assignments  # noqa: E402
+from kdlib.course.editions import chapter_paths, exercises  # noqa: E402
 
 MISTAKES = {
     # label: code run after the reference answer, as a student's typical mistake
@@ -213,7 +213,7 @@ def test_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
     mine.mkdir()
     (mine / "keep.txt").write_text("mine")
     with pytest.raises(
-        assignments.AssignmentError, match="not written by kdlib.assignments"
+        assignments.AssignmentError, match="not written by kdlib.course.assignments"
     ):
         assignments.write_assignments(mine)
     assert (mine / "keep.txt").read_text() == "mine"
@@ -231,20 +231,20 @@ def test_published_grading_times_cover_every_chapter() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# The instructor's page: its outline, rubrics and tables (kdlib.instructor)
+# The instructor's page: its outline, rubrics and tables (kdlib.course.instructor)
 
 
 def test_outline_is_up_to_date() -> None:
-    from kdlib import instructor
+    from kdlib.course import instructor
 
     assert instructor.load_outline() == instructor.outline(), (
         "results/course_outline.json differs from the chapters: run "
-        "python -m kdlib.instructor outline (then python -m kdlib.experiments manifest)"
+        "python -m kdlib.course.instructor outline (then python -m kdlib.experiments manifest)"
     )
 
 
 def test_every_open_exercise_has_a_rubric_worth_its_points() -> None:
-    from kdlib import instructor
+    from kdlib.course import instructor
 
     open_exercises = {
         e["label"]: e["points"]
@@ -258,7 +258,7 @@ def test_every_open_exercise_has_a_rubric_worth_its_points() -> None:
 
 
 def test_instructor_tables_fit_a_phone() -> None:
-    from kdlib import instructor
+    from kdlib.course import instructor
 
     chapters = instructor.outline()
     for table in (

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kdlib import checks, theory
+from kdlib import theory
+from kdlib.course import checks
 from kdlib.data import normalize
 
 

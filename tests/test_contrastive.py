@@ -1,4 +1,4 @@
-"""kdlib.contrastive: CRD's loss, its negatives, its memory banks, and the term in training."""
+"""kdlib.methods.crd: CRD's loss, its negatives, its memory banks, and the term in training."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from kdlib.contrastive import CRDTerm, OtherClassSampler, nce_loss
+from kdlib.methods.crd import CRDTerm, OtherClassSampler, nce_loss
 from kdlib.models import cifar_resnet, seeded
-from kdlib.terms import TERMS, LabelTerm, Step
+from kdlib.methods import LabelTerm
+from kdlib.terms import TERMS, Step
 from kdlib.train import TrainConfig, train
 
 

@@ -1,5 +1,5 @@
 """Fault injection for the exercise checkers (issue 20, "checkers fooled or crashing"): each
-case fooled or crashed a checker before it took answers one way (``kdlib.checks.number``,
+case fooled or crashed a checker before it took answers one way (``kdlib.course.checks.number``,
 ``tensor`` and ``call``: expectations first, copies to the student, plain numbers, hints
 instead of exceptions)."""
 
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import checks, theory
+from kdlib import theory
+from kdlib.course import checks
 from kdlib.data import normalize
 
 

@@ -1,5 +1,5 @@
 """Fault injection for the student-edition generator (issue 20, "data loss" and
-"concurrency"): ``python -m kdlib.editions student --out DIR`` deleted ``DIR`` without looking
+"concurrency"): ``python -m kdlib.course.editions student --out DIR`` deleted ``DIR`` without looking
 at it, and two runs at once crashed. Every case runs on a copy of the repository's book sources
 in a temporary folder, never on the repository itself."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kdlib import editions
+from kdlib.course import editions
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_an_edition_written_before_the_marker_is_recognised(repo, tmp_path) -> N
 BUILD = """
 import sys, time
 from pathlib import Path
-from kdlib import editions
+from kdlib.course import editions
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
 editions.build_student(Path(sys.argv[2]), Path(sys.argv[3]))
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kdlib.editions import ROOT, chapter_paths, toc_files
+from kdlib.course.editions import ROOT, chapter_paths, toc_files
 
 PDF = ROOT / "_build" / "pdf" / "book.pdf"
 

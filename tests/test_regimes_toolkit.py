@@ -114,7 +114,7 @@ def test_regime_runs_are_paired_and_unique() -> None:
 
 def test_exercise_checkers_accept_the_reference_and_reject_typical_mistakes() -> None:
     from kdlib.calibration import expected_calibration_error
-    from kdlib.checks import PAIRED_EXERCISE, check_ece, check_paired_interval
+    from kdlib.course.checks import PAIRED_EXERCISE, check_ece, check_paired_interval
 
     assert check_ece(expected_calibration_error)
     def overall(probs, labels, bins):

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 import kdlib
-from kdlib import release
-from kdlib.editions import ROOT, chapter_paths
+from kdlib.course import release
+from kdlib.course.editions import ROOT, chapter_paths
 
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
 
@@ -93,7 +93,7 @@ def test_every_chapter_installs_the_release() -> None:
         not in release.colab_cell(nbformat.read(p, as_version=4)).source
     ]
     assert not wrong, (
-        f"Colab cells not at {release.tag()}: {wrong}; run python -m kdlib.release "
+        f"Colab cells not at {release.tag()}: {wrong}; run python -m kdlib.course.release "
         "stamp chapters/*.ipynb book/instructor.ipynb"
     )
 

@@ -12,7 +12,7 @@ import re
 import nbformat
 import pytest
 
-from kdlib import editions
+from kdlib.course import editions
 
 
 @pytest.fixture(scope="module")

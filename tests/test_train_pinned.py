@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib.adversarial import AdversarialTerm
+from kdlib.methods.adversarial import AdversarialTerm
 from kdlib.losses import distillation_loss, softmax_cross_entropy
 from kdlib.models import mlp, seeded
 from kdlib.train import TrainConfig, make_scheduler, train
@@ -114,7 +114,7 @@ class HintTerm:
         self.hinted, self.student_tap, self.teacher_tap, self.weight = hinted, student_tap, teacher_tap, weight
 
     def __call__(self, logits: Tensor, teacher_logits: Tensor | None, labels: Tensor | None) -> Tensor:
-        from kdlib.features import hint_loss
+        from kdlib.methods.fitnets import hint_loss
 
         return self.weight * hint_loss(self.hinted.regressor, self.student_tap.output,
                                        self.teacher_tap.output.float().clone())

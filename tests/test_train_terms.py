@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from kdlib.adversarial import AdversarialTerm
-from kdlib.features import AttentionTerm, FitNetsTerm, attention_map, attention_transfer_loss
+from kdlib.methods.adversarial import AdversarialTerm
+from kdlib.methods import AttentionTerm, FitNetsTerm, attention_map, attention_transfer_loss
 from kdlib.models import cifar_resnet, mlp, seeded
-from kdlib.terms import (TERMS, ExtraLossTerm, KDTerm, LabelTerm, Step, Term, make_term, register_term)
+from kdlib.methods import KDTerm, LabelTerm
+from kdlib.terms import TERMS, ExtraLossTerm, Step, Term, make_term, register_term
 from kdlib.train import TrainConfig, config_terms, predict_logits, train
 
 

@@ -7,11 +7,11 @@ order and augmentation, and differ only in the method):
   and 2 bits, with (``kd``) and without (``nokd``) the frozen full-precision teacher, next to
   float students; the 8-bit students are converted into real int8 models and timed.
 * ``mnist-adversarial``: MNIST students with labels only, with KD, and with KD plus a discriminator
-  (:mod:`kdlib.adversarial`, a term of :mod:`kdlib.terms`), with 1,000 and with 60,000 labelled
+  (:mod:`kdlib.methods.adversarial`, a term of :mod:`kdlib.terms`), with 1,000 and with 60,000 labelled
   images, with training curves.
 * ``cifar``: CIFAR-10 students on the reduced set (500 images per class) with labels only,
   with KD, and with KD plus a term on features: a FitNets hint or attention transfer
-  (:mod:`kdlib.features`), or CRD (:mod:`kdlib.contrastive`); the first two are then
+  (:mod:`kdlib.features`), or CRD (:mod:`kdlib.methods.crd`); the first two are then
   fine-tuned with QAT at every bit width (with and without the teacher), and converted to
   int8 at 8 bits.
 
@@ -30,16 +30,17 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from kdlib.adversarial import AdversarialTerm
+from kdlib.methods.adversarial import AdversarialTerm
 from kdlib.bench import latency_and_throughput
 from kdlib.data import ImageDataset, load_cifar10, load_mnist
 from kdlib import experiments
 from kdlib.experiments import KD_LABEL_WEIGHT, KD_TEMPERATURE, TimeBudget, cifar, planned_rows, run_command
 from kdlib.experiments.mnist import balanced_subset, prepare_inputs
 from kdlib.experiments.regimes import Teachers, epochs_for
-from kdlib.contrastive import CRDTerm
+from kdlib.methods.crd import CRDTerm
 from kdlib.distributed import rank, run_rows
-from kdlib.features import AttentionTerm, FitNetsTerm, stage_shapes
+from kdlib.features import stage_shapes
+from kdlib.methods import AttentionTerm, FitNetsTerm
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile

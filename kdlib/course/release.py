@@ -5,9 +5,9 @@ there). A release is the git tag ``v<version>``; each chapter's first code cell 
 from that tag when it runs in Colab, so that a reader of a published edition gets the code the
 edition was built with, not whatever ``main`` holds that day.
 
-    python -m kdlib.release tag             # print this version's tag, e.g. v0.1.0
-    python -m kdlib.release line            # print the install line of this version
-    python -m kdlib.release stamp chapters/*.ipynb   # pin each chapter's Colab cell to it
+    python -m kdlib.course.release tag             # print this version's tag, e.g. v0.1.0
+    python -m kdlib.course.release line            # print the install line of this version
+    python -m kdlib.course.release stamp chapters/*.ipynb   # pin each chapter's Colab cell to it
 
 Only the ``%pip install`` line of the Colab cell is rewritten; every other line, the cell's
 tags and metadata, and the rest of the notebook are kept as they are.
@@ -87,7 +87,7 @@ def stamp(path: Path, version: str | None = None) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kdlib.release", description=__doc__.split("\n")[0]
+        prog="python -m kdlib.course.release", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("line", help="print the Colab install line of this version")

@@ -4,7 +4,7 @@ For each chapter, :func:`master_notebook` writes a master notebook in the format
 ``otter assign`` (Otter-Grader 7): a setup cell, then one question per exercise of the chapter,
 in the chapter's order.
 
-* An exercise whose starter calls a checker of :mod:`kdlib.checks` becomes an autograded
+* An exercise whose starter calls a checker of :mod:`kdlib.course.checks` becomes an autograded
   question. Its tests are derived from that checker call: a visible test that the answer is
   filled in, and a test that runs the checker itself. The checker test is *hidden* when the
   answer is a value (a number, a problem, a dictionary: the checker's message on failure would
@@ -18,14 +18,14 @@ The student's cell is the chapter's starter; the reference answer is :data:`REFE
 (short code that works with the assignment's setup cell, :data:`SETUP`, rather than the whole
 chapter, so that grading a submission takes seconds, not a chapter's run time).
 
-    python -m kdlib.assignments --out _build/assignments       # what `make assignments` runs
+    python -m kdlib.course.assignments --out _build/assignments       # what `make assignments` runs
 
 writes, per chapter, the master notebook ``<chapter>/<chapter>.ipynb`` and what ``otter assign`` makes of it:
 ``<chapter>/student/<chapter>.ipynb`` (hand it out) and
 ``<chapter>/autograder/autograder.zip`` (upload it to Gradescope, or grade locally with
 ``otter run -a autograder.zip submission.ipynb``).
 
-    python -m kdlib.assignments benchmark   # results/benchmark_grading.json: seconds per submission
+    python -m kdlib.course.assignments benchmark   # results/benchmark_grading.json: seconds per submission
 
 The output folder is replaced only if this module wrote it (it holds the marker
 :data:`MARKER`); a folder of anything else is refused, never deleted.
@@ -48,8 +48,8 @@ from pathlib import Path
 
 import nbformat
 
-from kdlib import release
-from kdlib.editions import (
+from kdlib.course import release
+from kdlib.course.editions import (
     EXERCISE,
     ROOT,
     STARTER,
@@ -192,7 +192,7 @@ REFERENCES: dict[str, Reference] = {
     ),
     "ex-fake-quant": Reference(
         "fake_quantized = 7 * 0.05",
-        "from kdlib.checks import check_fake_quantized\n\n"
+        "from kdlib.course.checks import check_fake_quantized\n\n"
         "fake_quantized = ...  # your value\ncheck_fake_quantized(fake_quantized)",
     ),
     "ex-errors-removed": Reference(
@@ -212,7 +212,7 @@ REFERENCES: dict[str, Reference] = {
     ),
     "ex-int8-size": Reference(
         "int8_bytes = 784 * 300 + 300 * 10",
-        "from kdlib.checks import check_int8_size\n\n"
+        "from kdlib.course.checks import check_int8_size\n\n"
         "int8_bytes = ...  # your prediction, in bytes\ncheck_int8_size(int8_bytes)",
     ),
 }
@@ -298,7 +298,7 @@ def questions(path: Path, plain: PlainMarkdown | None = None) -> list[Question]:
             if reference is None:
                 raise AssignmentError(
                     f"{path.name}: exercise {exercise.label} has a checker but no "
-                    "reference answer: add one to kdlib.assignments.REFERENCES"
+                    "reference answer: add one to kdlib.course.assignments.REFERENCES"
                 )
             starter = reference.starter or starter
             call, answers, is_function = checker_call(starter)
@@ -347,8 +347,8 @@ def test_cells(question: Question) -> list[nbformat.NotebookNode]:
         hidden: {str(not question.is_function).lower()}
         \"\"\" # END TEST CONFIG
         def test_{question.name}_checker(env):
-            import kdlib.checks
-            scope = {{**vars(kdlib.checks), **env}}
+            import kdlib.course.checks
+            scope = {{**vars(kdlib.course.checks), **env}}
             verdict = eval({question.call!r}, scope)  # the starter's checker call
             assert verdict, f"{names}: {{verdict.message}}"
         """)
@@ -498,7 +498,7 @@ def check_out(out: Path, root: Path = ROOT) -> Path:
             )
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise AssignmentError(
-            f"{out} is not empty and was not written by kdlib.assignments: "
+            f"{out} is not empty and was not written by kdlib.course.assignments: "
             "choose another --out, or empty it yourself"
         )
     return out
@@ -535,7 +535,7 @@ def write_assignments(
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (work / MARKER).write_text(
-            "Written by 'python -m kdlib.assignments'; replaced on the "
+            "Written by 'python -m kdlib.course.assignments'; replaced on the "
             "next run: keep nothing of your own in it.\n"
         )
         bundles = []
@@ -629,7 +629,7 @@ def benchmark(out: Path, root: Path = ROOT) -> Path:
     atomic_write_json(
         target,
         {
-            "provenance": new_provenance("python -m kdlib.assignments benchmark"),
+            "provenance": new_provenance("python -m kdlib.course.assignments benchmark"),
             "seconds_per_submission": seconds,
             "load_average_1min": load,
         },
@@ -639,7 +639,7 @@ def benchmark(out: Path, root: Path = ROOT) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kdlib.assignments",
+        prog="python -m kdlib.course.assignments",
         description="Write the chapters' Otter-Grader assignments.",
     )
     parser.add_argument(

@@ -3,7 +3,7 @@
 Exercises are marked by cell tags, never detected from their text: a markdown cell tagged
 ``exercise`` states an exercise, the code cell after it, tagged ``starter``, is where the student
 works (its body holds a ``...`` or ``raise NotImplementedError`` placeholder, and a checker from
-:mod:`kdlib.checks` where the answer is computable), and every cell of a solution is tagged
+:mod:`kdlib.course.checks` where the answer is computable), and every cell of a solution is tagged
 ``solution``. The student edition drops the ``solution`` cells, keeps the starters with their
 outputs cleared, and rewrites the rest as plain Jupyter Markdown, so that the notebooks read well
 where students open them (Jupyter, Colab) and not only in the built book:
@@ -17,7 +17,7 @@ where students open them (Jupyter, Colab) and not only in the built book:
 * other MyST directives (admonitions, lemmas, proofs) become Markdown quotes and bold titles;
 * wording that promises solutions is rewritten.
 
-``python -m kdlib.editions student --out _build/student`` writes the student notebooks and a
+``python -m kdlib.course.editions student --out _build/student`` writes the student notebooks and a
 book source beside them (the same table of contents and configuration, with execution turned
 off and the launch buttons pointing at the branch the student notebooks are published to,
 :data:`kdlib.STUDENT_BRANCH`); ``--html`` then builds its HTML with Jupyter Book.
@@ -43,13 +43,13 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXERCISE, STARTER, SOLUTION = "exercise", "starter", "solution"
 DIFFICULTIES = ("easy", "medium", "hard")
 
 MARKER = ".kdlib-edition"
 """The file that marks a folder written by this module: only such folders are ever replaced."""
-MARKER_TEXT = ("Written by 'python -m kdlib.editions'. The whole folder is replaced the next time\n"
+MARKER_TEXT = ("Written by 'python -m kdlib.course.editions'. The whole folder is replaced the next time\n"
                "the edition is written: keep nothing of your own in it.\n")
 SOURCE_FOLDERS = (".git", ".github", ".ci", ".venv", "book", "chapters", "kdlib", "tests",
                   "results", "benchmarks")
@@ -92,7 +92,7 @@ class Exercise:
     label: str
     title: str
     difficulty: str
-    checker: str | None  # the kdlib.checks function its starter calls, if any
+    checker: str | None  # the kdlib.course.checks function its starter calls, if any
 
 
 EXERCISE_HEAD = re.compile(r"```\{exercise\} (.*) \((easy|medium|hard)\)\n:label: (\S+)")
@@ -509,7 +509,7 @@ def build_student(out: Path, root: Path = ROOT, html: bool = False) -> list[Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kdlib.editions",
+    parser = argparse.ArgumentParser(prog="python -m kdlib.course.editions",
                                      description="Write the student edition of the course.")
     parser.add_argument("edition", choices=("student",))
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "student",

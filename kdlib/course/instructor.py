@@ -5,7 +5,7 @@ its title, the words of its prose, its code cells, its figures, its learning obj
 "You will learn" list of its first cell) and its exercises. The outline is written from the
 chapter notebooks by
 
-    python -m kdlib.instructor outline     # results/course_outline.json
+    python -m kdlib.course.instructor outline     # results/course_outline.json
 
 and read through :func:`kdlib.experiments.published_file`, so the instructor's page runs where
 the chapters are not (Colab); a test fails while the outline differs from the chapters.
@@ -181,7 +181,7 @@ RUBRICS: dict[str, tuple[tuple[int, str], ...]] = {
     ),
 }
 """The rubric of each open exercise: (points, what earns them). Its points add up to the
-exercise's points in the assignments (:data:`kdlib.assignments.POINTS`)."""
+exercise's points in the assignments (:data:`kdlib.course.assignments.POINTS`)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -215,8 +215,8 @@ def chapter_outline(path: Path, plain) -> dict:
     """The outline of one chapter notebook."""
     import nbformat
 
-    from kdlib.assignments import questions
-    from kdlib.editions import SOLUTION, tags
+    from kdlib.course.assignments import questions
+    from kdlib.course.editions import SOLUTION, tags
 
     notebook = nbformat.read(path, as_version=4)
     shown = [
@@ -248,7 +248,7 @@ def chapter_outline(path: Path, plain) -> dict:
 
 def outline(root: Path | None = None) -> dict:
     """The outline of every chapter, in order, from the notebooks of a checkout."""
-    from kdlib.editions import ROOT, PlainMarkdown, chapter_paths
+    from kdlib.course.editions import ROOT, PlainMarkdown, chapter_paths
 
     root = root or ROOT
     plain = PlainMarkdown(root)
@@ -256,13 +256,13 @@ def outline(root: Path | None = None) -> dict:
 
 
 def write_outline(root: Path | None = None) -> Path:
-    from kdlib.editions import ROOT
+    from kdlib.course.editions import ROOT
     from kdlib.results import atomic_write_json
 
     target = (root or ROOT) / "results" / OUTLINE
     atomic_write_json(
         target,
-        {"command": "python -m kdlib.instructor outline", "chapters": outline(root)},
+        {"command": "python -m kdlib.course.instructor outline", "chapters": outline(root)},
     )
     return target
 
@@ -380,7 +380,7 @@ def run_time_table(chapters: dict):
     """
     import pandas as pd
 
-    from kdlib.editions import EXPERIMENT_FILES
+    from kdlib.course.editions import EXPERIMENT_FILES
     from kdlib.experiments import published_file
 
     times = json.loads(published_file("chapter_times.json").read_text())["seconds"]
@@ -412,7 +412,7 @@ def run_time_table(chapters: dict):
 
 def grading_seconds() -> dict:
     """Seconds ``otter run`` took to grade one submission, per chapter, and where it ran
-    (``python -m kdlib.assignments benchmark``)."""
+    (``python -m kdlib.course.assignments benchmark``)."""
     from kdlib.experiments import published_file
 
     return json.loads(published_file("benchmark_grading.json").read_text())
@@ -445,7 +445,7 @@ def rubrics_markdown(chapters: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kdlib.instructor")
+    parser = argparse.ArgumentParser(prog="python -m kdlib.course.instructor")
     parser.add_argument("command", choices=("outline",))
     parser.parse_args(argv)
     try:

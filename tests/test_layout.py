@@ -1,0 +1,86 @@
+"""The house a reader walks: kdlib's floors, one file per method, the course beside the library,
+and the README and CONTRIBUTING examples, run as a new user would run them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdlib.course import layout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_blocks(path: Path, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.S)
+
+
+def test_no_import_breaks_the_floors():
+    assert layout.problems() == []
+
+
+def test_an_upward_import_is_found():
+    graph = {"kdlib.data": {"kdlib.train"}, "kdlib.train": {"kdlib.course.checks"}}
+    found = layout.problems(graph)
+    assert any("kdlib.data" in p and "kdlib.train" in p for p in found)
+    assert any("course" in p for p in found)
+
+
+def test_contributing_diagram_is_up_to_date():
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    assert layout.replace_block(text, layout.diagram()) == text, \
+        "run: python -m kdlib.course.layout --write CONTRIBUTING.md"
+
+
+def test_one_file_per_method_and_no_course_module_at_the_top():
+    from kdlib.terms import TERMS
+    import kdlib.methods  # noqa: F401
+    for name, cls in TERMS.items():
+        if cls.__module__.startswith("kdlib."):
+            assert cls.__module__.startswith("kdlib.methods."), f"{name} is registered outside kdlib/methods"
+    methods = {p.stem for p in (ROOT / "kdlib" / "methods").glob("*.py")} - {"__init__"}
+    assert {"kd", "fitnets", "attention", "crd", "adversarial"} <= methods
+    top = {p.stem for p in (ROOT / "kdlib").glob("*.py")}
+    assert not top & {"editions", "assignments", "instructor", "checks", "release", "layout"}
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 120
+    first_screen = "\n".join(lines[:40])
+    assert "make book" in first_screen and "make test" in first_screen
+    assert (ROOT / "book" / "_static" / "screenshot.png").exists()
+
+
+def test_readme_example_trains_a_distilled_student(mnist):
+    [example] = code_blocks(ROOT / "README.md", "python")
+    out = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, timeout=600,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    accuracy = float(out.stdout.split(":")[-1])
+    assert accuracy > 0.9
+
+
+def test_contributing_method_example_works_by_name_and_by_class():
+    import torch
+
+    from kdlib.methods import LabelTerm
+    from kdlib.models import mlp, seeded
+    from kdlib.terms import TERMS, make_term
+    from kdlib.train import TrainConfig, train
+
+    [example] = [b for b in code_blocks(ROOT / "CONTRIBUTING.md", "python") if "register_term" in b]
+    namespace: dict = {"__name__": "kdlib_example_method"}
+    try:
+        exec(compile(example, "logit_penalty.py", "exec"), namespace)
+        term = make_term("logit-penalty", weight=1e-3)
+        x, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
+        log = train(seeded(lambda: mlp([8]), 0), x, y, TrainConfig(epochs=1, batch_size=32),
+                    terms=[LabelTerm(), term])
+        assert "logit-penalty" in log.term_losses[0]
+    finally:
+        TERMS.pop("logit-penalty", None)
