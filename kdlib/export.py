@@ -20,6 +20,7 @@ the kdlib version and the SHA-256 of the weights, which :func:`load_model` check
 from __future__ import annotations
 
 import copy
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import kdlib
 from kdlib.checkpoints import state_digest
 from kdlib.data import ImageDataset
 from kdlib.errors import UsageError
+from kdlib.results import atomic_write_bytes
 
 METADATA = "kdlib.json"
 """The name of the metadata entry stored beside the exported program."""
@@ -77,14 +79,16 @@ def save_model(path: Path | str, model: nn.Module, dataset: ImageDataset) -> Pat
     with the preprocessing of ``dataset`` as one file at ``path``; returns the path. ``model``
     is left unchanged: a copy is exported, in eval mode, on the CPU, in float32.
 
-    Refused: a model with a hook still attached (it would be traced into the program), and a
+    The file is written atomically (a temporary file, then one rename). Refused: a model with a hook still attached (it would be traced into the program), and a
     model the exporter cannot trace (the error says why).
     """
     if has_hooks(model):
         raise UsageError("the model still has a forward hook attached (a FeatureTap?); remove it first "
                          "(use `with tap(...)`, or call .remove()), or the hook would be saved with the model")
     wrapped = WithPreprocessing(copy.deepcopy(model).cpu().float().eval(), dataset.mean, dataset.std).eval()
-    example = dataset.test_images[:2].cpu()
+    # two sample images, copied: a slice is a view of the whole test set, and the exporter saves
+    # the storage of its example inputs (the whole test set: 7.9 MB for MNIST, 30.7 MB for CIFAR-10)
+    example = dataset.test_images[:2].cpu().clone()
     try:
         program = torch.export.export(wrapped, (example,), dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
     except Exception as exc:  # the exporter raises many kinds; say which model could not be saved
@@ -96,7 +100,10 @@ def save_model(path: Path | str, model: nn.Module, dataset: ImageDataset) -> Pat
             "input": "uint8 images (N, C, H, W), values 0-255", "kdlib": kdlib.__version__,
             "weights_sha256": program_digest(program.module())}
     path = Path(path)
-    torch.export.save(program, path, extra_files={METADATA: json.dumps(info)})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={METADATA: json.dumps(info)})
+    # one rename: a kill or a full disk leaves the previous file at ``path`` as it was
+    atomic_write_bytes(path, buffer.getvalue(), "the saved model", "Pass another path")
     return path
 
 

@@ -43,9 +43,23 @@ double precision: far above, the softened distributions differ by less than roun
 below, ``z / T`` overflows."""
 
 
+def as_number(name: str, value: object, hint: str) -> float:
+    """``value`` as a float if it is a real number (an int, a float, a 0-d tensor or NumPy
+    scalar); a string, ``None`` or a bool is refused with a message that names the setting."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        shown = f"{value!r} (a {type(value).__name__})"
+        raise TypeError(f"{name} must be a number, got {shown}: pass a number such as {hint}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r} (a {type(value).__name__}): pass a number "
+                        f"such as {hint}") from None
+
+
 def check_temperature(temperature: float) -> float:
-    """A temperature must be a number in :data:`TEMPERATURE_RANGE`."""
-    t = float(temperature)
+    """A temperature must be a number in :data:`TEMPERATURE_RANGE` (a string such as ``"4"`` is
+    refused, never converted silently)."""
+    t = as_number("temperature", temperature, "4.0")
     low, high = TEMPERATURE_RANGE
     if not low <= t <= high:  # also false for NaN
         raise ValueError(f"temperature must be a number in [{low:g}, {high:g}], got {temperature!r} "
@@ -67,7 +81,7 @@ def result_dtype(logits: Tensor) -> torch.dtype:
 
 def check_label_weight(label_weight: float) -> float:
     """The weight of the hard-label loss must lie in [0, 1]."""
-    a = float(label_weight)
+    a = as_number("label_weight", label_weight, "0.5")
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"label_weight must be in [0, 1] (1: hard labels only, 0: teacher only), "
                          f"got {label_weight!r}")
@@ -114,7 +128,7 @@ def check_targets(targets: Tensor, logits: Tensor) -> None:
 
 def check_label_smoothing(eps: float) -> float:
     """Label smoothing ``eps`` must lie in [0, 1)."""
-    e = float(eps)
+    e = as_number("label_smoothing", eps, "0.1")
     if not 0.0 <= e < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1) (0: plain one-hot labels), got {eps!r}")
     return e

@@ -85,8 +85,10 @@ class Ensemble(nn.Module):
     ``average="logits"``: the mean of the members' logits. ``average="probabilities"``: logits
     whose softened softmax at ``temperature`` is the mean of the members' softened softmaxes,
     ``T * log(mean_i softmax(z_i / T))``, computed with ``logsumexp`` (no probability underflows
-    to a log of zero); distil from it at the same ``T``. The members are frozen (eval mode, no
-    gradients): an ensemble is a teacher."""
+    to a log of zero); distil from it at the same ``T``. An ensemble is a teacher: its forward
+    pass runs each member in eval mode and without gradients, then restores the member's mode;
+    the member models themselves are not changed (their ``requires_grad`` and mode stay as
+    they were, so a model can be both a member and trained further)."""
 
     def __init__(self, members: list[nn.Module] | tuple[nn.Module, ...], average: str = "logits",
                  temperature: float = 1.0) -> None:
@@ -99,12 +101,22 @@ class Ensemble(nn.Module):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
         self.members = nn.ModuleList(members)
         self.average, self.temperature = average, float(temperature)
-        for p in self.members.parameters():
-            p.requires_grad_(False)
-        self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([member(x).float() for member in self.members])  # (members, N, classes)
+        outputs = []
+        with torch.no_grad():
+            for member in self.members:
+                was_training = member.training
+                member.eval()
+                try:
+                    outputs.append(member(x).float())
+                finally:
+                    member.train(was_training)
+        shapes = sorted({tuple(o.shape) for o in outputs})
+        if len(shapes) > 1:
+            raise ValueError(f"the ensemble's members give outputs of different shapes {shapes}: every member must "
+                             "predict the same classes (check each model's num_classes)")
+        logits = torch.stack(outputs)  # (members, N, classes)
         if self.average == "logits":
             return logits.mean(dim=0)
         t = self.temperature

@@ -89,12 +89,19 @@ def remove_stale_temporaries(target: Path) -> None:
             temp.unlink(missing_ok=True)
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path | str, data: bytes, role: str = "a file kdlib writes",
                        fix: str = "Pass another path") -> None:
     """Write ``data`` to ``path`` atomically (temporary file + rename in the same folder).
 
     Through a symbolic link the link's target is written. An existing file keeps its mode (a
-    private 0600 file stays private); a read-only one is refused with a
+    private 0600 file stays private), a new one gets the mode the umask allows; a read-only one is refused with a
     :class:`kdlib.errors.PathError`. Leftover temporary files of killed writers are removed.
     """
     target = write_target(path)
@@ -103,7 +110,7 @@ def atomic_write_bytes(path: Path | str, data: bytes, role: str = "a file kdlib 
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
-        mode = 0o644
+        mode = 0o666 & ~current_umask()  # a new file gets what open() would give it
     remove_stale_temporaries(target)
     temp = temporary_path(target)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

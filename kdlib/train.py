@@ -38,13 +38,25 @@ BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 """Turns a stored batch (e.g. uint8 images) into network input (e.g. augmented, normalised floats)."""
 
 EpochCallback = Callable[[int, nn.Module], dict[str, float] | None]
-"""Called after each epoch with the epoch number (1-based) and the model; what it returns is kept."""
+"""Called after each epoch with the epoch number (1-based) and the model; what it returns is kept
+in :attr:`TrainLog.history`. Returning a dict with ``"stop": True`` ends training after that
+epoch (early stopping; :attr:`TrainLog.stopped_at` records the epoch)."""
 
 OptimizerFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
 """Makes the optimiser from the parameters to train (the model's, then the terms')."""
 
 SchedulerFactory = Callable[[torch.optim.Optimizer], "torch.optim.lr_scheduler.LRScheduler | None"]
-"""Makes the learning-rate schedule of an optimiser; ``train`` steps it after every optimiser step."""
+"""Makes the learning-rate schedule of an optimiser; ``train`` steps it after every optimiser step
+(``scheduler_per="step"``, the default) or after every epoch (``scheduler_per="epoch"``, for
+schedules written in epochs such as ``MultiStepLR(milestones=[30, 60])``)."""
+
+SCHEDULER_PER = ("step", "epoch")
+EPOCH_SCHEDULERS = ("StepLR", "MultiStepLR", "ExponentialLR", "ReduceLROnPlateau", "CosineAnnealingWarmRestarts")
+"""Schedules usually written in epochs: given without ``scheduler_per``, ``train`` warns that it
+steps them after every step."""
+
+COLLAPSE_MIN_EXAMPLES = 200
+"""Fewer training examples than this cannot tell a collapse from bad luck: no warning."""
 
 DIVERGENCE_FACTOR = 10.0
 """An epoch whose mean loss exceeds the first epoch's by this factor triggers a divergence warning."""
@@ -88,9 +100,10 @@ class TrainConfig:
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs} "
                              f"with epochs={self.epochs}")
-        check_temperature(self.temperature)
-        check_label_weight(self.label_weight)
-        check_label_smoothing(self.label_smoothing)
+        # stored as the numbers they were checked to be (never, say, the string "4")
+        object.__setattr__(self, "temperature", check_temperature(self.temperature))
+        object.__setattr__(self, "label_weight", check_label_weight(self.label_weight))
+        object.__setattr__(self, "label_smoothing", check_label_smoothing(self.label_smoothing))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -115,13 +128,19 @@ class TrainConfig:
 class TrainLog:
     """What a training run measured: wall time, throughput, the mean loss of each epoch, the mean
     value of each term in each epoch (before its weight, by the term's name: ``term_losses[0]
-    ["kd"]``) and what the epoch callback (if any) returned after each epoch."""
+    ["kd"]``), the training accuracy of each epoch and what the epoch callback (if any) returned
+    after each epoch."""
 
     wall_s: float
     samples_per_s: float
     epoch_losses: list[float]
     history: list[dict[str, float]] = field(default_factory=list)
     term_losses: list[dict[str, float]] = field(default_factory=list)
+    train_accuracy: list[float | None] = field(default_factory=list)
+    """Per epoch, the fraction of training examples the model classified right *as it trained*
+    (on the batches as transformed, before each step's update); ``None`` without labels."""
+    stopped_at: int | None = None
+    """The epoch after which the epoch callback stopped training (``None``: it ran every epoch)."""
 
 
 def train(
@@ -139,6 +158,7 @@ def train(
     terms: Sequence[Term] | None = None,
     optimizer: OptimizerFactory | None = None,
     scheduler: SchedulerFactory | None = None,
+    scheduler_per: str | None = None,
 ) -> TrainLog:
     """Train ``model`` in place on ``(inputs, labels)``, distilling from a teacher if one is given.
 
@@ -160,22 +180,51 @@ def train(
     recorded with a result says what was trained.
 
     ``optimizer(params)`` and ``scheduler(optimizer)``, if given, replace
-    :func:`make_optimizer` and :func:`make_scheduler`; the schedule is stepped after every step.
+    :func:`make_optimizer` and :func:`make_scheduler`. The optimiser must train every parameter
+    in ``params`` (a term's own, such as a FitNets regressor, included). The schedule is stepped
+    after every optimiser step (``scheduler_per="step"``, the default) or after every epoch
+    (``scheduler_per="epoch"``).
+
+    The teacher's train/eval mode is restored when training ends. Each epoch's training
+    accuracy is recorded; after the first epoch, an epoch whose training accuracy is no better
+    than chance gives a warning naming the terms and their weights (a weight that drowns the
+    labels, say). ``on_epoch`` may stop training early by returning ``{"stop": True}``.
 
     The inputs of the loss are checked on the first step only (checks that read values force the
     CPU to wait for the device); after that, each epoch's mean loss is checked: a non-finite loss
     stops training with an error, a loss that grows tenfold gives a warning.
     """
     terms = resolve_terms(inputs, labels, config, teacher_logits, teacher, extra_loss, terms)
+    check_inputs(model, inputs, batch_transform)
+    check_scheduler_per(scheduler, scheduler_per)
+    teacher_was_training = teacher.training if teacher is not None else False
     if teacher is not None:
         teacher.eval()
+    try:
+        return _train(model, inputs, labels, config, teacher_logits, batch_transform, progress, teacher, on_epoch,
+                      terms, optimizer, scheduler, scheduler_per)
+    finally:
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+
+
+def _train(model: nn.Module, inputs: Tensor, labels: Tensor | None, config: TrainConfig,
+           teacher_logits: Tensor | None, batch_transform: BatchTransform | None, progress: bool,
+           teacher: nn.Module | None, on_epoch: EpochCallback | None, terms: list[Term],
+           optimizer: OptimizerFactory | None, scheduler: SchedulerFactory | None,
+           scheduler_per: str | None) -> TrainLog:
+    """The loop of :func:`train`, its arguments checked."""
+    per, per_given = scheduler_per or "step", scheduler_per is not None
     torch.manual_seed(config.seed)
     # random numbers (order, augmentation) are drawn where the data live: no copies per step
     generator = torch.Generator(device=inputs.device).manual_seed(config.seed)
     params = trainable_parameters(model, terms)
     opt = optimizer(params) if optimizer is not None else make_optimizer(params, config)
+    check_optimizer_covers(opt, params, terms)
     steps_per_epoch = -(-len(inputs) // config.batch_size)
     schedule = scheduler(opt) if scheduler is not None else make_scheduler(opt, config, steps_per_epoch)
+    if scheduler is not None:
+        warn_about_epoch_scheduler(schedule, per_given)
     model.train()
     log, names = TrainLog(wall_s=0.0, samples_per_s=0.0, epoch_losses=[]), term_names(terms)
     first_step = True
@@ -184,6 +233,7 @@ def train(
         for epoch in range(config.epochs):
             order = torch.randperm(len(inputs), generator=generator, device=inputs.device)
             total, count = torch.zeros((), device=inputs.device), 0
+            correct = torch.zeros((), device=inputs.device, dtype=torch.long)
             term_totals = torch.zeros(len(terms), device=inputs.device)
             for idx in tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
                             disable=not progress, leave=False):
@@ -206,21 +256,32 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if schedule is not None:
+                if schedule is not None and per == "step":
                     schedule.step()
+                if step.labels is not None:
+                    correct += (logits.detach().argmax(dim=1) == step.labels).sum()
                 total += loss.detach() * len(idx)
                 term_totals += values * len(idx)
                 count += len(idx)
             log.epoch_losses.append(check_epoch_loss(total.item() / count, epoch + 1, log.epoch_losses, config,
                                                      steps_per_epoch))
             log.term_losses.append(dict(zip(names, (v / count for v in term_totals.tolist()))))
+            log.train_accuracy.append(correct.item() / count if labels is not None else None)
+            if epoch >= 1:
+                warn_if_collapsed(log.train_accuracy[-1], logits.shape[1], count, epoch + 1, terms, names)
+            if schedule is not None and per == "epoch":
+                schedule.step()
             for term in terms:
                 term.end_epoch()
             if on_epoch is not None:
-                log.history.append(on_epoch(epoch + 1, model) or {})
+                returned = on_epoch(epoch + 1, model) or {}
+                log.history.append(returned)
                 model.train()
+                if isinstance(returned, dict) and returned.get("stop"):
+                    log.stopped_at = epoch + 1
+                    break
     log.wall_s = time.perf_counter() - start
-    log.samples_per_s = config.epochs * len(inputs) / log.wall_s
+    log.samples_per_s = len(log.epoch_losses) * len(inputs) / log.wall_s
     return log
 
 
@@ -315,6 +376,73 @@ def check_epoch_loss(loss: float, epoch: int, earlier: list[float], config: Trai
 
 
 
+def check_inputs(model: nn.Module, inputs: Tensor, batch_transform: BatchTransform | None) -> None:
+    """Inputs the model can take as they are (without a ``batch_transform``): floating point, of
+    the model's dtype, channels second. Each mistake gets a message that says how to fix it."""
+    if batch_transform is not None:
+        return
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs are {inputs.dtype} (raw pixels?), and no batch_transform turns them into "
+                        "floats: scale and normalise them once (kdlib.data.normalize(images, mean, std)), or "
+                        "pass batch_transform=kdlib.augment.ImageBatchTransform(mean, std, augment=...)")
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if first is not None and inputs.dtype != first.dtype:
+        raise TypeError(f"inputs are {inputs.dtype} but the model's weights are {first.dtype}: convert the "
+                        f"inputs once (inputs.to({first.dtype})), e.g. NumPy arrays arrive as float64")
+    if inputs.dim() == 4 and inputs.shape[-1] in (1, 3) and inputs.shape[1] not in (1, 3):
+        raise ValueError(f"inputs have shape {tuple(inputs.shape)}, channels last (N, H, W, C) as images are "
+                         "stored by NumPy and PIL; PyTorch's convolutions take (N, C, H, W): pass "
+                         "inputs.permute(0, 3, 1, 2)")
+
+
+def check_scheduler_per(scheduler: SchedulerFactory | None, per: str | None) -> str:
+    """``scheduler_per`` is "step" or "epoch" (default "step"), and applies only with a scheduler."""
+    if per is not None and per not in SCHEDULER_PER:
+        raise ValueError(f"scheduler_per must be 'step' or 'epoch', got {per!r}")
+    if per is not None and scheduler is None:
+        raise ValueError("scheduler_per applies to a scheduler factory: pass scheduler=... too, or leave it out "
+                         "(the config's own schedule is stepped per step)")
+    return per or "step"
+
+
+def warn_about_epoch_scheduler(schedule: object, per_given: bool) -> None:
+    """A schedule usually written in epochs, stepped per step without being told so."""
+    if not per_given and type(schedule).__name__ in EPOCH_SCHEDULERS:
+        warnings.warn(f"{type(schedule).__name__} is stepped after every optimiser step (scheduler_per='step', "
+                      "the default), so its milestones or step sizes count steps, not epochs: pass "
+                      "scheduler_per='epoch' if they are epochs", stacklevel=4)
+
+
+def check_optimizer_covers(opt: torch.optim.Optimizer, params: list[Tensor], terms: Sequence[Term]) -> None:
+    """A custom optimiser must train every parameter :func:`train` hands it: a term's own
+    parameters (a regressor, an embedding) left out would never train, silently."""
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
+    missing = [p for p in params if p.requires_grad and id(p) not in held]
+    if not missing:
+        return
+    owners = [type(t).__name__ for t in terms if any(id(p) == id(m) for p in t.parameters() for m in missing)]
+    whose = f"of {', '.join(dict.fromkeys(owners))}" if owners else "of the model"
+    raise ValueError(f"the optimiser leaves out {len(missing)} parameter(s) {whose}: they would never train. "
+                     "Build it from the list train passes to the factory (optimizer=lambda params: "
+                     "torch.optim.SGD(params, ...)), not from model.parameters()")
+
+
+def warn_if_collapsed(train_accuracy: float | None, num_classes: int, count: int, epoch: int,
+                      terms: Sequence[Term], names: Sequence[str]) -> None:
+    """Warn when an epoch's training accuracy is no better than chance (``1 / classes`` plus three
+    binomial standard errors): the student has collapsed, typically because a term's weight
+    drowns the others (e.g. a paper's weight used at another scale)."""
+    if train_accuracy is None or num_classes < 2 or count < COLLAPSE_MIN_EXAMPLES:
+        return
+    chance = 1.0 / num_classes
+    if train_accuracy <= chance + 3 * math.sqrt(chance * (1 - chance) / max(1, count)):
+        weights = ", ".join(f"{n} (weight {t.weight:g})" for n, t in zip(names, terms))
+        warnings.warn(f"epoch {epoch}: training accuracy {train_accuracy:.3f} is at chance ({chance:.3f} for "
+                      f"{num_classes} classes): the student has collapsed. The loss's terms: {weights}. "
+                      "A term whose weight drowns the others (a paper's weight at another scale) is the "
+                      "usual cause: lower it, or check the learning rate", stacklevel=4)
+
+
 def check_aligned(inputs: Tensor, labels: Tensor | None, teacher_logits: Tensor | None) -> None:
     n = len(inputs)
     if labels is not None and len(labels) != n:
@@ -327,6 +455,11 @@ def check_aligned(inputs: Tensor, labels: Tensor | None, teacher_logits: Tensor 
 def check_teacher_logits(teacher_logits: Tensor) -> None:
     """Precomputed teacher logits must be finite. They come from a frozen teacher, not from the
     student's training, so the message points at how they were made, not at the learning rate."""
+    if teacher_logits.requires_grad:
+        raise ValueError("teacher_logits carry a graph (requires_grad=True): they were computed with gradients, "
+                         "so every step would backpropagate into the teacher and keep its graph in memory. "
+                         "Compute them with kdlib.train.predict_logits(teacher, inputs) (eval mode, no "
+                         "gradients), or call .detach() on them")
     if teacher_logits.is_floating_point() and not torch.isfinite(teacher_logits).all():
         bad = ~torch.isfinite(teacher_logits)
         rows = bad.any(dim=1).nonzero().flatten() if bad.dim() == 2 else bad.nonzero().flatten()

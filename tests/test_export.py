@@ -82,3 +82,44 @@ def test_changed_weights_and_foreign_files_are_refused(tmp_path) -> None:
     junk.write_bytes(b"not a model")
     with pytest.raises(UsageError, match="not a model saved by kdlib"):
         load_model(junk)
+
+
+def test_the_file_holds_two_sample_images_not_the_test_set(tmp_path) -> None:
+    """A slice of the test set is a view of all of it; the saved file must not carry it."""
+    x = torch.randint(0, 256, (5000, 1, 28, 28), dtype=torch.uint8)
+    big = ImageDataset("toy", x[:10], torch.zeros(10, dtype=torch.long), x, torch.zeros(5000, dtype=torch.long),
+                       tuple(map(str, range(10))), (0.1307,), (0.3081,), "random pixels")
+    path = save_model(tmp_path / "model.pt2", seeded(lambda: mlp([32]), 0), big)
+    assert path.stat().st_size < 1_000_000  # the 5,000 images alone are 3.9 MB
+
+
+def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch) -> None:
+    data = dataset((1, 28, 28), (0.1307,), (0.3081,))
+    path = save_model(tmp_path / "model.pt2", seeded(lambda: mlp([32]), 0), data)
+    before = path.read_bytes()
+    real_save = torch.export.save
+
+    def dies_half_way(program, f, **kwargs):
+        real_save(program, f, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.export, "save", dies_half_way)
+    with pytest.raises(OSError, match="No space"):
+        save_model(path, seeded(lambda: mlp([32]), 1), data)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt2"]  # no temporary file left behind
+    load_model(path)
+
+
+def test_a_new_file_honours_the_umask(tmp_path) -> None:
+    import os
+    import stat
+
+    from kdlib.results import atomic_write_bytes
+
+    old = os.umask(0o077)
+    try:
+        atomic_write_bytes(tmp_path / "private.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600

@@ -112,6 +112,13 @@ def test_an_ensemble_averages_logits_or_softened_probabilities() -> None:
     extreme = Ensemble([nn.Module() for _ in far], average="probabilities")
     extreme.members[0].forward, extreme.members[1].forward = far  # probabilities that underflow
     assert torch.isfinite(extreme(torch.zeros(1, 5))).all()
-    assert not any(p.requires_grad for p in Ensemble(members).parameters())
+    # the members are used without gradients and in eval mode, but not changed in place
+    members[0].train()
+    ensemble = Ensemble(members)
+    assert not ensemble(x).requires_grad
+    assert all(p.requires_grad for p in members[0].parameters()) and members[0].training
+    wrong = Ensemble([members[0], seeded(lambda: mlp([8], in_features=5, num_classes=4), 0)])
+    with pytest.raises(ValueError, match="different shapes.*num_classes"):
+        wrong(x)
     with pytest.raises(ValueError, match="'logits' or 'probabilities'"):
         Ensemble(members, average="votes")

@@ -23,6 +23,7 @@ from pathlib import Path
 import nbformat
 
 import kdlib
+from kdlib.results import atomic_write_bytes
 
 INSTALL = re.compile(
     r'(?P<head>%pip install -q[^"\n]*")kdlib @ git\+[^"\s]+(?P<tail>")'
@@ -81,7 +82,10 @@ def stamp(path: Path, version: str | None = None) -> bool:
     if new == cell.source:
         return False
     cell.source = new
-    nbformat.write(notebook, path)
+    text = nbformat.writes(notebook)
+    # one rename: a kill or a full disk leaves the notebook as it was
+    atomic_write_bytes(path, (text if text.endswith("\n") else text + "\n").encode(), "the chapter notebook",
+                       "Check that the chapters folder is writable")
     return True
 
 
