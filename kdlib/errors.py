@@ -61,6 +61,9 @@ def check_writable_file(path: Path | str, role: str, fix: str) -> None:
     target = write_target(path)
     if target.is_dir():
         raise PathError(f"cannot write {path} ({role}): it is a folder, not a file. {fix}")
+    if target.exists() and not target.is_file():
+        raise PathError(f"cannot write {path} ({role}): it is not a regular file (a device, a pipe or a "
+                        f"socket), and kdlib replaces a file by renaming a new one over it. {fix}")
     check_not_read_only(path, role, fix)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -267,12 +267,37 @@ def shape_problem(data: Any) -> str | None:
     bad = next((key for key, row in data["rows"].items() if not isinstance(row, dict)), None)
     if bad is not None:
         return f"its row {bad!r} is a {type(data['rows'][bad]).__name__}, not an object"
+    for key, row in data["rows"].items():
+        for field, value in row.items():
+            if field.startswith("accuracy") and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                 or not math.isfinite(value)):
+                return (f"its row {key!r} has {field} = {value!r}, not a finite number (a failed or hand-edited "
+                        "row: it would be counted as done)")
     if not isinstance(data.get("resumed", []), list) or not all(isinstance(r, dict) for r in data.get("resumed", [])):
         return "its 'resumed' is not a list of provenance objects"
     wall = data.get("wall_s", 0.0)
     if isinstance(wall, bool) or not isinstance(wall, (int, float)):
         return "its 'wall_s' is not a number"
     return None
+
+
+def refuse_constant(token: str) -> None:
+    raise ValueError(f"{token} is not valid in strict JSON")
+
+
+def parse_result_file(text: str, where: Path | str) -> dict[str, Any]:
+    """A result file's text, parsed as strict JSON (no ``NaN`` or ``Infinity`` tokens) and
+    checked to be a result file (:func:`shape_problem`); else a :class:`UsageError` naming
+    ``where`` and what is wrong."""
+    fix = "pass another --out path, or move the file away to start the run afresh"
+    try:
+        data = json.loads(text, parse_constant=refuse_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise UsageError(f"{where} is not valid JSON ({exc}); {fix}") from exc
+    problem = shape_problem(data)
+    if problem is not None:
+        raise UsageError(f"{where} is valid JSON but not a kdlib result file: {problem}; {fix}")
+    return data
 
 
 def refuse_non_finite_accuracy(row_id: str, row: dict[str, Any], path: Path | None) -> None:
@@ -352,17 +377,14 @@ class ResultFile:
         """The file's content, checked to be a result file (else a message naming the file and
         what is wrong with it)."""
         assert self.path is not None
-        fix = "pass another --out path, or move the file away to start the run afresh"
         try:
-            data = json.loads(self.path.read_text())
+            text = self.path.read_text()
         except OSError as exc:
             raise path_error("read", self.path, "the result file", exc, OUT_FIX) from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{self.path} is not valid JSON ({exc}); {fix}") from exc
-        problem = shape_problem(data)
-        if problem is not None:
-            raise UsageError(f"{self.path} is valid JSON but not a kdlib result file: {problem}; {fix}")
-        return data
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{self.path} is not valid JSON ({exc}); pass another --out path, or move the "
+                             "file away to start the run afresh") from exc
+        return parse_result_file(text, self.path)
 
     def check_same_scale(self, provenance: dict[str, Any]) -> None:
         """Refuse to resume rows made at another profile, or with another value of a scale setting
@@ -419,6 +441,7 @@ class ResultFile:
         if self.path is None or not self.path.exists():
             return
         on_disk = self.read()
+        self.check_same_run(on_disk)
         self.data["rows"] = {**on_disk["rows"], **self.data["rows"]}
         # what another run added to the provenance (a data source of its own) or to the list of
         # resumed runs is kept too
@@ -434,6 +457,28 @@ class ResultFile:
         nulls = {**on_disk.get(NULLS_KEY, {}), **self.data.get(NULLS_KEY, {})}
         if nulls:
             self.data[NULLS_KEY] = nulls
+
+    def check_same_run(self, on_disk: dict[str, Any]) -> None:
+        """Under the lock, before merging: the file on disk (written by another run since this one
+        read it, e.g. two runs that started the same new file at once) must hold the same
+        experiment, at the same scale, from the same copy of the data; else nothing is merged."""
+        if on_disk["experiment"] != self.data["experiment"]:
+            raise UsageError(f"{self.path} now holds experiment {on_disk['experiment']!r}, written by another run "
+                             f"while this one ({self.data['experiment']!r}) was running: the rows cannot be "
+                             "mixed; pass another --out path (the rows of this run are in memory: rerun)")
+        mine, theirs = self.data["provenance"], on_disk["provenance"]
+        saved = self.data
+        try:
+            self.data = on_disk
+            self.check_same_scale(mine)
+        finally:
+            self.data = saved
+        for key in ("data_source",):
+            if mine.get(key) is not None and theirs.get(key) is not None \
+                    and data_kind(str(mine[key])) != data_kind(str(theirs[key])):
+                raise UsageError(f"{self.path} now holds rows made from {data_kind(str(theirs[key]))} by another "
+                                 f"run, and this run reads {data_kind(str(mine[key]))}: rows of two copies of the "
+                                 "data cannot be mixed; pass another --out path")
 
     def set(self, key: str, value: Any) -> None:
         """Set a top-level entry (e.g. total wall time) and save."""
@@ -496,7 +541,7 @@ def load_results(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no result file at {path}: run the experiment's command to create it")
-    return json.loads(path.read_text())
+    return parse_result_file(path.read_text(), path)
 
 
 def provenance_lines(data: dict[str, Any]) -> list[str]:

@@ -89,7 +89,10 @@ def result_name(experiment: str, profile: str = "full") -> str:
 def load_published(experiment: str) -> dict[str, Any]:
     """The committed full-profile result file of ``experiment`` (``"mnist"``, ``"regimes"``, ...),
     parsed; each experiment module's ``load_published()`` is this function for its own name."""
-    return published_data(result_name(experiment))
+    from kdlib.results import parse_result_file
+
+    path = published_file(result_name(experiment))
+    return parse_result_file(path.read_text(), path)
 
 
 def published_data(relative: str) -> dict[str, Any]:
