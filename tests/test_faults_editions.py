@@ -94,12 +94,34 @@ def test_its_own_editions_are_replaced(repo, tmp_path, monkeypatch, capsys) -> N
     assert len(editions.build_student(empty, repo)) == len(editions.chapter_paths(repo))
 
 
-def test_an_edition_written_before_the_marker_is_recognised(repo, tmp_path) -> None:
+def test_a_folder_that_only_looks_like_an_edition_keeps_a_students_notebook(repo, tmp_path) -> None:
+    """Without the marker, a folder with an edition's names and title is not kdlib's: the
+    student's own notebook in it survives (it used to be deleted as an 'old edition')."""
     out = tmp_path / "student"
     editions.build_student(out, repo)
-    (out / editions.MARKER).unlink()  # as written by the first version of the generator
-    editions.build_student(out, repo)
-    assert (out / editions.MARKER).is_file()
+    (out / editions.MARKER).unlink()
+    mine = out / "chapters" / "my_work.ipynb"
+    mine.write_text("{}")
+    with pytest.raises(editions.EditionError, match="did not write"):
+        editions.build_student(out, repo)
+    assert mine.read_text() == "{}"
+
+
+def test_a_malformed_chapter_gets_a_one_line_message(repo, tmp_path, monkeypatch, capsys) -> None:
+    (repo / "chapters" / "00_setup_and_data.ipynb").write_text("{not json")
+    code, text = run_cli(repo, str(tmp_path / "student"), monkeypatch, capsys)
+    assert code == 2 and "not a valid notebook" in text and "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1
+
+
+def test_an_os_error_gets_a_one_line_message(repo, tmp_path, monkeypatch, capsys) -> None:
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(editions.nbformat, "write", full_disk)
+    code, text = run_cli(repo, str(tmp_path / "student"), monkeypatch, capsys)
+    assert code == 2 and "No space left on device" in text and "Traceback" not in text
+    assert not (tmp_path / "student").exists()  # nothing half-written is left in its place
 
 
 BUILD = """

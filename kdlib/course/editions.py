@@ -210,13 +210,25 @@ def book_numbers(root: Path) -> dict[str, str]:
         if page.suffix == ".md":
             scan_markdown(page.read_text())
             continue
-        for cell in nbformat.read(page, as_version=4).cells:
+        for cell in read_chapter(page).cells:
             if cell.cell_type == "markdown":
                 scan_markdown(cell.source)
             figure = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
             if cell.cell_type == "code" and figure.get("caption"):
                 count("Figure", figure.get("name"))
     return numbers
+
+
+def read_chapter(path: Path) -> nbformat.NotebookNode:
+    """A chapter notebook, or an :class:`EditionError` in one line naming the file and the fault."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except OSError as error:
+        raise EditionError(f"cannot read the chapter {path} ({error.strerror or error}).") from None
+    except Exception as error:  # nbformat raises JSON, validation and version errors
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        raise EditionError(f"the chapter {path} is not a valid notebook ({type(error).__name__}: {first}); "
+                           "fix or restore it.") from None
 
 
 class PlainMarkdown:
@@ -366,14 +378,10 @@ class PlainMarkdown:
 # Writing the edition: never over what it did not write, and safely when two runs meet
 
 def is_edition(folder: Path) -> bool:
-    """Whether ``folder`` was written by this module: it carries the marker, or it is an edition
-    from before the marker existed (only the files such an edition holds, and its title)."""
-    if (folder / MARKER).is_file():
-        return True
-    names = {p.name for p in folder.iterdir()}
-    config = folder / "_config.yml"
-    return (names <= {"chapters", "book", "_toc.yml", "_config.yml", "_build"} and config.is_file()
-            and re.search(r"^title: .*\(student edition\)$", config.read_text(errors="replace"), re.M) is not None)
+    """Whether ``folder`` was written by this module: it carries the marker. A folder that merely
+    looks like an edition (the same file names, the same title) is not one: a student's own
+    notebook saved in it must survive."""
+    return (folder / MARKER).is_file()
 
 
 def check_out(out: Path, root: Path = ROOT) -> Path:
@@ -464,7 +472,7 @@ def write_student(out: Path, root: Path) -> list[str]:
     plain = PlainMarkdown(root)
     written = []
     for path in chapter_paths(root):
-        notebook = student_notebook(nbformat.read(path, as_version=4), plain)
+        notebook = student_notebook(read_chapter(path), plain)
         nbformat.write(notebook, out / "chapters" / path.name)
         written.append(path.name)
     return written
@@ -521,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
         written = build_student(args.out, ROOT, html=args.html)
     except EditionError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a disk that fills up, a folder that cannot be written: one line, not a traceback
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where} while writing the student edition to {args.out}; "
+              "free some space or give --out in a writable folder.", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} student notebooks and the book source to {args.out}")
     return 0
