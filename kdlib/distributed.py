@@ -73,14 +73,14 @@ def rank() -> Rank:
     return Rank(dist.get_rank(), dist.get_world_size(), device)
 
 
-def broadcast(value: Any, where: Rank) -> Any:
-    """Rank 0's ``value`` on every rank (a picklable object)."""
+def broadcast(value: Any, where: Rank, src: int = 0) -> Any:
+    """Rank ``src``'s ``value`` on every rank (a picklable object; rank 0's by default)."""
     if where.world == 1:
         return value
     import torch.distributed as dist
 
-    box = [value if where.is_main else None]
-    dist.broadcast_object_list(box, src=0)
+    box = [value if where.rank == src else None]
+    dist.broadcast_object_list(box, src=src)
     return box[0]
 
 
@@ -93,6 +93,16 @@ def gather(value: Any, where: Rank) -> list[Any] | None:
     out: list[Any] | None = [None] * where.world if where.is_main else None
     dist.gather_object(value, out, dst=0)
     return out
+
+
+def shared_out(keys: Sequence[Any], make: Callable[[Any], Any], where: Rank) -> dict[Any, Any]:
+    """``make(key)`` for every key, each made once, by rank ``i % W`` for the ``i``-th key (the
+    ranks make theirs at the same time), then sent to every rank: ``{key: value}`` on all ranks.
+    The values must be picklable (e.g. a state dict)."""
+    mine = {key: make(key) for i, key in enumerate(keys) if i % where.world == where.rank}
+    if where.world == 1:
+        return mine
+    return {key: broadcast(mine.get(key), where, src=i % where.world) for i, key in enumerate(keys)}
 
 
 def one_for_all(make: Callable[[], nn.Module], build: Callable[[], nn.Module], where: Rank) -> nn.Module:

@@ -56,7 +56,7 @@ def test_an_experiment_that_runs_in_one_process_refuses_torchrun(monkeypatch, ca
     from kdlib.experiments.__main__ import main
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["mnist", "--profile", "quick"]) == 2
+    assert main(["algorithms", "--profile", "quick"]) == 2
     assert "start it without torchrun" in capsys.readouterr().err
 
 

@@ -23,7 +23,10 @@ chapter, so that grading a submission takes seconds, not a chapter's run time).
 writes, per chapter, the master notebook ``<chapter>/<chapter>.ipynb`` and what ``otter assign`` makes of it:
 ``<chapter>/student/<chapter>.ipynb`` (hand it out) and
 ``<chapter>/autograder/autograder.zip`` (upload it to Gradescope, or grade locally with
-``otter run -a autograder.zip submission.ipynb``).
+``otter run -a autograder.zip submission.ipynb``). Otter runs the tests inside the submission's
+kernel, so a submission that patches Otter decides its own score there: grade untrusted work
+with the contained grader, :mod:`kdlib.course.grading`, which never runs the submission's code
+in the process that scores it.
 
     python -m kdlib.course.assignments benchmark   # results/benchmark_grading.json: seconds per submission
 
@@ -49,6 +52,7 @@ from pathlib import Path
 import nbformat
 
 from kdlib.course import release
+from kdlib.course.grading import checker_context
 from kdlib.course.editions import (
     EXERCISE,
     ROOT,
@@ -342,15 +346,25 @@ def test_cells(question: Question) -> list[nbformat.NotebookNode]:
             missing = [n for n in {list(question.answers)!r} if env.get(n, ...) is ...]
             assert not missing, f"fill in {{', '.join(missing)}} (still '...' or undefined)"
         """)
+    setup = SETUP[question.chapter]
+    context = checker_context(question.starter)
     checked = textwrap.dedent(f"""\
         \"\"\" # BEGIN TEST CONFIG
         hidden: {str(not question.is_function).lower()}
         \"\"\" # END TEST CONFIG
         def test_{question.name}_checker(env):
-            import kdlib.course.checks
-            scope = {{**vars(kdlib.course.checks), **env}}
+            # the checker and its data come from this test's own setup, never from the
+            # submission's names: only the answers {list(question.answers)!r} are read from it
+            import importlib
+            checks = importlib.reload(importlib.import_module("kdlib.course.checks"))
+            own = {{"__name__": "__grading__"}}
+            exec({setup!r}, own)
+            exec({context!r}, own)
+            scope = {{**own, **vars(checks)}}
+            scope.update({{n: env.get(n, ...) for n in {list(question.answers)!r}}})
             verdict = eval({question.call!r}, scope)  # the starter's checker call
-            assert verdict, f"{names}: {{verdict.message}}"
+            assert type(verdict) is checks.Verdict and verdict.ok is True, \\
+                f"{names}: {{getattr(verdict, 'message', verdict)}}"
         """)
     return [
         nbformat.v4.new_code_cell(filled.strip()),

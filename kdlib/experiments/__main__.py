@@ -24,22 +24,23 @@ from kdlib.profile import PROFILES, SLOW_RUN_OPT_IN, current_profile
 
 EXPERIMENTS = tuple(EXPERIMENT_STEMS)
 FLAGS: dict[str, set[str]] = {
-    "mnist": {"time_budget_s", "no_inference", "inference_only"},
-    "cifar10": {"time_budget_s", "no_inference", "inference_only"},
+    "mnist": {"time_budget_s", "no_inference", "inference_only", "workers"},
+    "cifar10": {"time_budget_s", "no_inference", "inference_only", "workers"},
     "cifar10-precision": {"time_budget_s"},
-    "regimes": {"time_budget_s"},
+    "regimes": {"time_budget_s", "workers"},
     "algorithms": {"time_budget_s", "parts"},
-    "anchors": {"time_budget_s", "parts"},
+    "anchors": {"time_budget_s", "parts", "workers"},
     "manifest": set(),
 }
 """The optional flags each command honours; any other is refused."""
-DISTRIBUTED = ("cifar10", "regimes", "anchors")
+DISTRIBUTED = ("mnist", "cifar10", "regimes", "anchors")
 """The experiments that run under torchrun, their rows shared out over the ranks (kdlib.distributed)."""
 WHY_NOT = {
     "time_budget_s": "it cannot stop between rows; interrupt it (Ctrl-C) instead and rerun to resume",
     "no_inference": "it times no inference separately",
     "inference_only": "it times no inference separately",
     "parts": "it has no parts to choose from",
+    "workers": "it runs in one process",
 }
 
 
@@ -51,6 +52,17 @@ def time_budget(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def workers_count(text: str) -> int:
+    """``--workers``: a whole number of processes >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of processes >= 1, got {text!r}")
     return value
 
 
@@ -79,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--parts", default=None,
                        help="comma-separated parts to run (anchors: hinton,no3,only78,consistency; "
                             "algorithms: mnist-quantized,mnist-adversarial,cifar)")
+    parse.add_argument("--workers", type=workers_count, default=None,
+                       help="processes to share the rows out over, on this machine (e.g. 2: one per core; "
+                            "what torchrun --standalone --nproc-per-node N does, without torchrun)")
     parse.add_argument("--yes", action="store_true",
                        help=f"start a run of many hours (the paper profile on a CPU); same as {SLOW_RUN_OPT_IN}=1")
     return parse
@@ -87,7 +102,8 @@ def parser() -> argparse.ArgumentParser:
 def refuse_flags(parse: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Exit with a message (status 2) for a flag the experiment does not honour."""
     given = {"time_budget_s": args.time_budget_s is not None, "no_inference": args.no_inference,
-             "inference_only": args.inference_only, "parts": args.parts is not None}
+             "inference_only": args.inference_only, "parts": args.parts is not None,
+             "workers": args.workers is not None}
     for flag, on in given.items():
         if on and flag not in FLAGS[args.experiment]:
             why = "it trains nothing" if args.experiment == "manifest" else WHY_NOT[flag]
@@ -121,7 +137,12 @@ def run(argv: list[str] | None = None) -> int:
         return 0
     if args.yes:
         os.environ[SLOW_RUN_OPT_IN] = "1"
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and args.experiment not in DISTRIBUTED:
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    if args.workers is not None and args.workers > 1:
+        if under_torchrun:
+            raise UsageError("--workers starts its own processes: leave it out under torchrun (or leave torchrun out)")
+        return spawn_workers(args.workers, sys.argv[1:] if argv is None else list(argv))
+    if under_torchrun and args.experiment not in DISTRIBUTED:
         raise UsageError(f"{args.experiment} runs in one process: start it without torchrun (the experiments "
                          f"that share their rows over ranks are {', '.join(DISTRIBUTED)})")
     profile = args.profile or current_profile()
@@ -159,6 +180,58 @@ def run(argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0") or 0) == 0:  # under torchrun, rank 0 wrote the file
         print(f"wrote {out} ({len(data['rows'])} rows, {data.get('wall_s', 0):.0f} s in all)")
     return 0
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def spawn_workers(count: int, argv: list[str]) -> int:
+    """Run this command in ``count`` processes on this machine, as ``torchrun --standalone
+    --nproc-per-node count`` would: each gets ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` and
+    joins a gloo group on the loopback interface (:mod:`kdlib.distributed`); rank 0 writes the
+    result file. If one process fails, the others are stopped. Returns rank 0's exit status
+    (or the first failure's)."""
+    import subprocess
+    import time
+
+    rest, skip = [], False
+    for arg in argv:  # the same command, without --workers
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            rest.append(arg)
+    port = free_port()
+    processes = []
+    for r in range(count):
+        env = {**os.environ, "WORLD_SIZE": str(count), "RANK": str(r), "LOCAL_RANK": str(r),
+               "LOCAL_WORLD_SIZE": str(count), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        processes.append(subprocess.Popen([sys.executable, "-m", "kdlib.experiments", *rest], env=env))
+    try:
+        while True:
+            codes = [p.poll() for p in processes]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:
+                for p in processes:
+                    if p.poll() is None:
+                        p.terminate()
+                for p in processes:
+                    p.wait()
+                return failed[0]
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        for p in processes:
+            p.terminate()
+        raise
 
 
 def expected(exc: BaseException) -> bool:

@@ -28,7 +28,7 @@ from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
-from kdlib.distributed import rank, run_rows
+from kdlib.distributed import broadcast, rank, run_rows, shared_out
 from kdlib import experiments
 from kdlib.experiments import KD_LABEL_WEIGHT, planned_rows, require_fidelity, run_command, published_file
 from kdlib.fidelity import fidelity_fields
@@ -175,15 +175,21 @@ def cached_teacher(x_train: Tensor, y_train: Tensor, seed: int, recipe: TeacherR
 def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str, source: str,
                           results: ResultFile, x_test: Tensor, y_test: Tensor) -> torch.nn.Module:
     """The frozen report teacher of ``seed`` (:func:`cached_teacher`), recorded as a row."""
-    recipe = REPORT_TEACHER
-    teacher, info = cached_teacher(x_train, y_train, seed, recipe, source,
+    teacher, info = cached_teacher(x_train, y_train, seed, REPORT_TEACHER, source,
                                    experiment="mnist-table1-teacher", profile=profile)
-    row_id = f"teacher/seed{seed}"
-    record_teacher(results, row_id, teacher, lambda: {
+    record_teacher_row(results, seed, teacher, info, x_test, y_test)
+    return teacher
+
+
+def record_teacher_row(results: ResultFile, seed: int, teacher: torch.nn.Module, info: dict[str, Any],
+                       x_test: Tensor, y_test: Tensor) -> None:
+    """Record the report teacher of ``seed`` as its row, or check it is the one the file's
+    students were trained with (its weights' digest; for an older row, its test accuracy)."""
+    recipe = REPORT_TEACHER
+    record_teacher(results, f"teacher/seed{seed}", teacher, lambda: {
         "kind": "teacher", "seed": seed, "hidden": list(recipe.hidden), "dropout": recipe.dropout,
         "config": replace(recipe.config, seed=seed).to_dict(), **info,
         "accuracy": accuracy(teacher, x_test, y_test)}, ("accuracy", 5e-4))
-    return teacher
 
 
 def run_student(spec: StudentSpec, kind: str, seed: int, x_train: Tensor, y_train: Tensor,
@@ -255,24 +261,37 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     budget = TimeBudget(time_budget_s)
     if train_rows:
         check_paper_on_cpu(profile, "cpu", "mnist", paper_cpu_estimate("mnist"))
-    results = ResultFile(out, "mnist-table1",
+    where = rank()  # under torchrun or --workers: rank 0 alone reads and writes the file
+    results = ResultFile(out if where.is_main else None, "mnist-table1",
                          new_provenance(command, profile=profile, scale=asdict(scale), dataset="MNIST"))
     dataset = dataset if dataset is not None else load_mnist()
     results.use_data_source(dataset.source)
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
     results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
-    todo = [run for run in planned_runs(scale.seeds) if not results.has(run.row_id())] if train_rows else []
-    teachers: dict[int, tuple[Tensor, Tensor]] = {}  # seed: the teacher's train and test logits
+    results.run_provenance["environment"]["ranks"] = where.world
+    todo = broadcast([run for run in planned_runs(scale.seeds) if not results.has(run.row_id())]
+                     if train_rows else [], where)
+    # the teachers the rows need, and those whose row is missing: each trained (or loaded) once,
+    # by one rank (the ranks train theirs at the same time), and sent to all
+    needed = broadcast([seed for seed in scale.seeds if train_rows and not budget.spent() and (
+        any(run.seed == seed for run in todo) or not results.has(f"teacher/seed{seed}"))], where)
 
-    def teacher_logits(seed: int) -> tuple[Tensor, Tensor]:
-        if seed not in teachers:
-            teacher = load_or_train_teacher(x_train, y_train, seed, profile, dataset.source, results, x_test, y_test)
-            teachers.clear()  # one seed's teacher at a time
-            teachers[seed] = predict_logits(teacher, x_train), predict_logits(teacher, x_test)
-        return teachers[seed]
+    def make_teacher(seed: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        teacher, info = cached_teacher(x_train, y_train, seed, REPORT_TEACHER, dataset.source,
+                                       experiment="mnist-table1-teacher", profile=profile)
+        return teacher.state_dict(), info
+
+    teachers: dict[int, tuple[Tensor, Tensor]] = {}  # seed: the teacher's train and test logits
+    for seed, (state, info) in shared_out(needed, make_teacher, where).items():
+        teacher = mlp(REPORT_TEACHER.hidden, dropout=REPORT_TEACHER.dropout)
+        teacher.load_state_dict(state)
+        teacher.eval()
+        if where.is_main:
+            record_teacher_row(results, seed, teacher, info, x_test, y_test)
+        teachers[seed] = predict_logits(teacher, x_train), predict_logits(teacher, x_test)
 
     def train_one(run: MnistRun) -> dict[str, Any]:
-        train_logits, test_logits = teacher_logits(run.seed)
+        train_logits, test_logits = teachers[run.seed]
         return run_student(run.spec, run.kind, run.seed, x_train, y_train, train_logits, x_test, y_test,
                            test_logits)
 
@@ -280,11 +299,8 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
         if progress:
             print(f"{i}/{n} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
 
-    run_rows(todo, train_one, results.put, budget.spent, rank(), report)
-    for seed in scale.seeds if train_rows else ():  # every seed's teacher row, even with no student left
-        if not results.has(f"teacher/seed{seed}") and not budget.spent():
-            teacher_logits(seed)
-    if inference and not budget.spent() and "inference" not in results.data:
+    run_rows(todo, train_one, results.put, budget.spent, where, report)
+    if where.is_main and inference and not budget.spent() and "inference" not in results.data:
         results.set("inference", measure_inference(x_test, scale.timing_repeats, threads=1))
     results.save()
     return results.data
