@@ -69,3 +69,36 @@ def test_one_rank_needs_no_process_group(monkeypatch) -> None:
     saved = []
     distributed.run_rows([], lambda run: {}, lambda *item: saved.append(item), stop=lambda: False)
     assert saved == []
+
+
+def test_mnist_on_two_workers_trains_the_rows_of_one_process(tmp_path) -> None:
+    """Table 1 shares its rows out over two processes (``--workers 2``, no torchrun): every row
+    equals the one-process run's. Tolerance: none on the accuracy and fidelity (each row is the
+    same computation on one thread, whichever process runs it); timings differ."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KDLIB_DIST_TIMEOUT_S": "300", "KDLIB_CACHE": str(tmp_path / "cache"),
+           "TQDM_DISABLE": "1"}
+    base = [sys.executable, "-m", "kdlib.experiments", "mnist", "--profile", "quick", "--no-inference"]
+    one = subprocess.run([*base, "--out", str(tmp_path / "one.json")], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([*base, "--workers", "2", "--out", str(tmp_path / "two.json")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    rows_one = json.loads((tmp_path / "one.json").read_text())["rows"]
+    data_two = json.loads((tmp_path / "two.json").read_text())
+    assert data_two["provenance"]["environment"]["ranks"] == 2
+    assert rows_one.keys() == data_two["rows"].keys()
+    timing = {"train_wall_s", "samples_per_s"}
+    for row_id, row in rows_one.items():
+        same = {k: v for k, v in row.items() if k not in timing}
+        assert {k: v for k, v in data_two["rows"][row_id].items() if k not in timing} == same, row_id
+
+
+def test_workers_is_refused_where_it_does_not_apply(capsys) -> None:
+    from kdlib.experiments.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["algorithms", "--workers", "2"])
+    assert "does not apply to algorithms" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["mnist", "--workers", "0"])

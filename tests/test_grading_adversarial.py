@@ -143,9 +143,20 @@ def test_the_reference_scores_full_marks(tmp_path):
     assert total(scores) == sum(s.possible for s in scores) == 6
 
 
-@pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_an_attack_with_wrong_answers_scores_zero(tmp_path, outside, attack):
-    code = ATTACKS[attack].replace("{outside}", str(outside))
+GROUPS = {  # attacks run together, to keep the suite's time down: any one that worked would score
+    "names-and-modules": ("shadowing", "patch-checks", "patch-otter"),
+    "libraries-and-output": ("patch-numpy-torch", "printing", "gc-and-guard"),
+    "files-and-processes": ("files", "subprocess"),
+}
+
+
+def test_every_attack_is_in_a_group():
+    assert sorted(a for group in GROUPS.values() for a in group) == sorted(ATTACKS)
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_attacks_with_wrong_answers_score_zero(tmp_path, outside, group):
+    code = "\n".join(ATTACKS[a] for a in GROUPS[group]).replace("{outside}", str(outside))
     path = notebook(tmp_path / "02_losses.ipynb", WRONG_02, code)
     scores = grading.grade_submission(path, timeout_s=30)
     assert total(scores) == 0, [(s.question, s.message) for s in scores]
@@ -182,13 +193,13 @@ my_problem, my_losses = ..., ...
 def test_an_endless_loop_scores_zero_within_the_time_limit(tmp_path):
     path = notebook(tmp_path / "02_losses.ipynb", REFERENCE_02 + "\nwhile True:\n    pass\n")
     start = time.monotonic()
-    scores = grading.grade_submission(path, timeout_s=5)
+    scores = grading.grade_submission(path, timeout_s=3)
     assert total(scores) == 0 and time.monotonic() - start < 60
-    assert all("longer than 5 s" in s.message for s in scores)
+    assert all("longer than 3 s" in s.message for s in scores)
 
 
 def test_an_endless_function_scores_zero_on_its_question_only(tmp_path):
     slow = REFERENCE_02 + "\ndef kd_gradient(z, v, T):\n    while True:\n        pass\n"
     scores = {s.question: s.points for s in grading.grade_submission(
-        notebook(tmp_path / "02_losses.ipynb", slow), timeout_s=5)}
+        notebook(tmp_path / "02_losses.ipynb", slow), timeout_s=10)}
     assert scores == {"ex_kd_gradient": 0, "ex_kd_loss": 2, "ex_no_t2": 2}
