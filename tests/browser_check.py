@@ -10,7 +10,8 @@ collapsed solution and dropdown opened, and a page fails on:
 * at both widths: an equation, table, image, figure, code output block or (at 1400 px) code
   block wider than the text column or scrolling sideways (at 400 px a code block may scroll
   sideways, as on every documentation site, but not pass the column); an inline formula that
-  passes the column or is cut off by its box; a page that scrolls sideways; a console error;
+  passes the column, or the block it sits in (a paragraph, a list item, a table cell, an
+  exercise box), or is cut off by its box; a page that scrolls sideways; a console error;
 * a MathJax error, or raw directive text (``{exercise}``, ``{solution``, ``:label:``);
 * visible nbval markers, or an absolute file-system path in the page text;
 * a broken internal link or a broken image;
@@ -125,8 +126,17 @@ for (const el of column.querySelectorAll('mjx-container:not([display="true"])'))
     if (box.right > box2.right + 1 || box.left < box2.left - 1) { clipped = true; break; }
   }
   const formula = cut(sources.get(el) || el.textContent, 70);
+  // the block the formula sits in (a paragraph, a list item, a table cell, an exercise box),
+  // whose right edge inside its padding can lie left of the column's
+  let block = el.parentElement;
+  while (block && block !== column && getComputedStyle(block).display.startsWith('inline')) block = block.parentElement;
+  const blockBox = block.getBoundingClientRect(), blockStyle = getComputedStyle(block);
+  const blockRight = blockBox.right - parseFloat(blockStyle.paddingRight) - parseFloat(blockStyle.borderRightWidth);
   if (box.right > limit)
     flagged.push([el, 'inline formula passes the column (' + px(box.width) + ' wide): ' + formula + heading(el)]);
+  else if (box.right > blockRight + 1)
+    flagged.push([el, 'inline formula passes its ' + block.tagName.toLowerCase() + ' by '
+                      + px(box.right - blockRight) + ': ' + formula + heading(el)]);
   else if (clipped)
     flagged.push([el, 'inline formula cut off (' + px(box.width) + ' wide): ' + formula + heading(el)]);
 }

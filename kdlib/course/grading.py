@@ -29,10 +29,13 @@ Otter. This module grades so that it can:
 
 What this path trusts: the Python interpreter and the libraries of the grading environment. The
 audit hook is a guard against the course's adversarial suite (shadowing, monkeypatching, fake
-data, file access, endless loops, printed fake results), not an operating-system sandbox: a
-submission that finds a hole in CPython's audit events could still reach files the grading user
-can reach. Grade untrusted work in a container as well (Otter's Docker grading, or this command
-inside a container with no network and only the submission mounted); the instructor page says so.
+data, file access, endless loops, printed fake results), not an operating-system sandbox: it
+does not restrict *reads* (a submission can read what the grading user can, the chapters with
+their solutions and other submissions included), and a submission that finds a hole in
+CPython's audit events could reach further. A container protects the machine, not the score (a
+submission that patches Otter decides its score inside a container too): for work you do not
+trust, run this command inside a container with no network and only that one submission
+mounted; the instructor page says so.
 
     python -m kdlib.course.grading SUBMISSION.ipynb [--chapter 02_losses] [--timeout-s 60]
 

@@ -40,7 +40,7 @@ MODULE_PLAN = (
     ("Week 1, session 3", ("03", "04")),
     ("Week 2, session 1", ("05", "06")),
     ("Week 2, session 2", ("07",)),
-    ("Week 2, session 3", ("08",)),
+    ("Week 2, session 3", ("08", "09")),
 )
 """The sample two-week module: three sessions a week, each preparing one or two chapters."""
 
@@ -117,12 +117,17 @@ RUBRICS: dict[str, tuple[tuple[int, str], ...]] = {
     "ex-better-teacher": (
         (
             1,
-            "Trains (or reads from chapter 7) the 5-epoch teacher and the paired students.",
+            "Trains the exercise's 5-epoch teacher and the paired students (or reads chapter 7's "
+            "5-epoch teacher, a different recipe: batch 64, learning rate 0.05, and says so).",
         ),
         (1, "Reports the gap with its interval, at all labels and with few labels."),
         (
             1,
-            "Relates it to Lemma 2: a smaller bias helps only where the labels leave variance.",
+            "Relates it to Lemma 2 the right way round: in the bound the teacher's bias is not "
+            "divided by N while the distilled objective's variance term is, so a less biased "
+            "teacher should matter more as N grows; notes that chapter 7's paired gap (5-epoch "
+            "minus one-epoch teacher) is positive with all labels and negative with 1,000, which "
+            "the bound alone does not predict.",
         ),
     ),
     "ex-batch-speedup": (
@@ -146,11 +151,14 @@ RUBRICS: dict[str, tuple[tuple[int, str], ...]] = {
         ),
     ),
     "ex-reduced": (
-        (1, "Runs (or plans precisely) the label-free student on all 50,000 images."),
-        (1, "Compares it with the reduced-set rows and the full-set row."),
+        (1, "Trains (or plans precisely) a teacher on the 5,000 reduced-set images and distils the "
+            "ideal student from it with the reduced-set recipe, three seeds or more."),
+        (1, "Reports its gain over the labels-only students paired by seed, with its interval, beside "
+            "the table's reduced-set gain and both teachers' accuracies."),
         (
             1,
-            "Concludes where the gain comes from: the unlabelled images or the soft targets.",
+            "Concludes only what the intervals allow, and notes that the two teachers differ in "
+            "accuracy as well as in the images they saw.",
         ),
     ),
     "ex-own-teacher": (
