@@ -86,6 +86,15 @@ def check_weight(weight: float) -> float:
     return w
 
 
+def layer_pairs(pairs, method: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
+    """``(student module, teacher module)`` pairs of a method that compares feature maps layer by
+    layer, checked (at least one), and the feature maps they name (``term.features``)."""
+    checked = tuple((str(s), str(t)) for s, t in pairs)
+    if not checked:
+        raise ValueError(f"{method} needs at least one (student module, teacher module) pair")
+    return checked, tuple(dict.fromkeys([f"student.{s}" for s, _ in checked] + [f"teacher.{t}" for _, t in checked]))
+
+
 def split_feature(name: str) -> tuple[str, str]:
     """``"student.layer3.0"`` -> ``("student", "layer3.0")``, refusing names of no network."""
     role, _, path = name.partition(".")

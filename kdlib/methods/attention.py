@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlib.terms import Step, Term, register_term
+from kdlib.terms import Step, Term, layer_pairs, register_term
 
 __all__ = ["AttentionTerm", "attention_map", "attention_transfer_loss"]
 
@@ -77,11 +77,7 @@ class AttentionTerm(Term):
     def __init__(self, pairs: Sequence[tuple[str, str]], weight: float = 1.0, squared: bool = False) -> None:
         super().__init__(weight)
         self.squared = bool(squared)
-        self.pairs = tuple((str(s), str(t)) for s, t in pairs)
-        if not self.pairs:
-            raise ValueError("attention transfer needs at least one (student module, teacher module) pair")
-        self.features = tuple(dict.fromkeys(
-            [f"student.{s}" for s, _ in self.pairs] + [f"teacher.{t}" for _, t in self.pairs]))
+        self.pairs, self.features = layer_pairs(pairs, "attention transfer")
 
     def __call__(self, step: Step) -> Tensor:
         return attention_transfer_loss([step.features[f"student.{s}"] for s, _ in self.pairs],

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdlib.terms import Step, Term, register_term
+from kdlib.terms import Step, Term, layer_pairs, register_term
 
 __all__ = ["SPTerm", "similarity_loss"]
 
@@ -41,11 +41,7 @@ class SPTerm(Term):
 
     def __init__(self, pairs: Sequence[tuple[str, str]], weight: float = 1.0) -> None:
         super().__init__(weight)
-        self.pairs = tuple((str(s), str(t)) for s, t in pairs)
-        if not self.pairs:
-            raise ValueError("SP needs at least one (student module, teacher module) pair")
-        self.features = tuple(dict.fromkeys(
-            [f"student.{s}" for s, _ in self.pairs] + [f"teacher.{t}" for _, t in self.pairs]))
+        self.pairs, self.features = layer_pairs(pairs, "SP")
 
     def __call__(self, step: Step) -> Tensor:
         return torch.stack([similarity_loss(step.features[f"student.{s}"], step.features[f"teacher.{t}"])
