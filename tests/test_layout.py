@@ -84,3 +84,14 @@ def test_contributing_method_example_works_by_name_and_by_class():
         assert "logit-penalty" in log.term_losses[0]
     finally:
         TERMS.pop("logit-penalty", None)
+
+
+def test_contributing_performance_table_is_up_to_date():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("summary", ROOT / "benchmarks" / "summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    assert summary.replace_block(text, summary.table()) == text, \
+        "run: python benchmarks/summary.py --write CONTRIBUTING.md"
