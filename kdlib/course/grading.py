@@ -498,9 +498,10 @@ def grade_question(question: Any, setup: str, cells: list[str], timeout_s: float
 
 
 def grade_submission(submission: Path, chapter: str | None = None, root: Path | None = None,
-                     timeout_s: float = TIMEOUT_S) -> list[Score]:
+                     timeout_s: float = TIMEOUT_S, only: set[str] | None = None) -> list[Score]:
     """Every autograded question of ``chapter`` (default: the submission's file name) scored
-    for ``submission``, each in its own child process."""
+    for ``submission``, each in its own child process (``only``: just the questions so named,
+    e.g. ``{"ex_no_t2"}``)."""
     from kdlib.course.assignments import SETUP, questions
     from kdlib.course.editions import ROOT
 
@@ -511,7 +512,8 @@ def grade_submission(submission: Path, chapter: str | None = None, root: Path | 
         raise GradingError(f"no chapter {chapter!r}: name the submission after its chapter (e.g. 02_losses.ipynb) "
                            "or pass --chapter")
     cells = submission_cells(Path(submission))
-    return [grade_question(q, SETUP[chapter], cells, timeout_s) for q in questions(source) if q.autograded]
+    return [grade_question(q, SETUP[chapter], cells, timeout_s) for q in questions(source)
+            if q.autograded and (only is None or q.name in only)]
 
 
 def main(argv: list[str] | None = None) -> int:
