@@ -30,10 +30,11 @@ FLAGS: dict[str, set[str]] = {
     "regimes": {"time_budget_s", "workers"},
     "algorithms": {"time_budget_s", "parts"},
     "anchors": {"time_budget_s", "parts", "workers"},
+    "modern": {"time_budget_s", "workers"},
     "manifest": set(),
 }
 """The optional flags each command honours; any other is refused."""
-DISTRIBUTED = ("mnist", "cifar10", "regimes", "anchors")
+DISTRIBUTED = ("mnist", "cifar10", "regimes", "anchors", "modern")
 """The experiments that run under torchrun, their rows shared out over the ranks (kdlib.distributed)."""
 WHY_NOT = {
     "time_budget_s": "it cannot stop between rows; interrupt it (Ctrl-C) instead and rerun to resume",
@@ -168,6 +169,10 @@ def run(argv: list[str] | None = None) -> int:
 
         data = run_anchors(profile, out=out, command=command, time_budget_s=budget,
                            parts=chosen_parts(args, PARTS))
+    elif args.experiment == "modern":
+        from kdlib.experiments.modern import run_modern
+
+        data = run_modern(profile, out=out, command=command, time_budget_s=budget)
     elif args.experiment == "regimes":
         from kdlib.experiments.regimes import run_regimes
 
