@@ -373,9 +373,13 @@ class Child:
         self.process = subprocess.Popen([sys.executable, "-I", "-c", CHILD], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.folder.name,
                                         env=env, text=True, preexec_fn=limit_child)
-        self.send({"setup": setup, "cells": cells})
-        if not self.receive().get("ready"):
-            raise GradingError("the submission's process did not get ready")
+        try:
+            self.send({"setup": setup, "cells": cells})
+            if not self.receive().get("ready"):
+                raise GradingError("the submission's process did not get ready")
+        except BaseException:
+            self.close()  # no process and no scratch folder left behind
+            raise
 
     def send(self, message: dict[str, Any]) -> None:
         try:
