@@ -40,6 +40,10 @@ def test_selection_then_final_rows_with_both_scorings(tiny, tmp_path):
             row = data["rows"][modern.ModernRun(method, setting, "final", seed).row_id()]
             assert row["accuracy_best_epoch"] >= row["accuracy"]  # best over epochs includes the last
             assert len(row["curve"]) == len(row["train_accuracy"])
+    summary = data["teacher_logits"]
+    assert len(summary["non_target_mass_T4"]) == scale.labelled
+
+
     table = modern.verdict_table(data)
     assert list(table.method) == [modern.METHOD_NAMES[m] for m in modern.CANDIDATES]
     # selection used validation only: every chosen setting is the best by mean validation accuracy

@@ -192,6 +192,19 @@ def run_student(run: ModernRun, scale: ModernScale, data: Split, teacher: torch.
             "train_accuracy": log.train_accuracy, "train_wall_s": log.wall_s}
 
 
+def logit_summary(logits: Tensor, labels: Tensor) -> dict[str, list[float]]:
+    """What chapter 10 plots of the teacher's logits on the labelled images: per image, the
+    teacher's non-target probability mass ``1 - p_t`` at T = 1 and T = 4 (DKD's weight of the
+    non-target part inside KD) and the standard deviation of its logits (what standardization
+    divides by), rounded to 5 decimals."""
+    out = {}
+    for t in (1.0, 4.0):
+        p_target = (logits.float() / t).softmax(1).gather(1, labels[:, None]).squeeze(1)
+        out[f"non_target_mass_T{t:g}"] = [round(float(v), 5) for v in (1 - p_target)]
+    out["logit_std"] = [round(float(v), 5) for v in logits.float().std(dim=1)]
+    return out
+
+
 def selection_runs(scale: ModernScale) -> list[ModernRun]:
     return [ModernRun(method, setting, "select", seed) for method in CANDIDATES
             for setting in settings(method) for seed in scale.selection_seeds]
@@ -245,6 +258,8 @@ def run_modern(profile: str = "quick", out: Path | str | None = None, progress: 
 
     teacher = one_for_all(make_teacher, lambda: mlp(list(TEACHER.hidden), dropout=TEACHER.dropout), where).eval()
     soft = predict_logits(teacher, data.x_labelled)
+    if where.is_main and "teacher_logits" not in results.data:
+        results.set("teacher_logits", logit_summary(soft, data.y_labelled))
 
     def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
         if progress:
