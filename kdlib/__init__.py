@@ -1,28 +1,27 @@
 """kdlib: the small library behind the course *Exploring Knowledge Distillation*.
 
-The library a researcher reuses, from the bottom floor up:
+The library a researcher reuses, floor by floor (CONTRIBUTING.md draws them from the imports):
 
-* data and networks: :mod:`kdlib.data` (MNIST and CIFAR-10 as in-memory tensors from a local
-  mirror), :mod:`kdlib.augment` (crops, flips and shifts of whole batches), :mod:`kdlib.models`
-  (the report's MLPs and ResNets, ensembles), :mod:`kdlib.fastnet` (a fast CIFAR-10 network and
-  recipe in the spirit of airbench);
-* training: :mod:`kdlib.train` (one training loop for ordinary training and offline
-  distillation), :mod:`kdlib.terms` (a method is a term of the loss; the registry),
-  :mod:`kdlib.losses` (cross-entropy and the distillation loss of chapter 2),
-  :mod:`kdlib.features` (feature maps by forward hooks), :mod:`kdlib.precision` (bfloat16 where the
-  hardware has it), :mod:`kdlib.threads` (CPU threads by kind of work);
-* the methods, one module each: :mod:`kdlib.methods` (``kd``, ``fitnets``, ``attention``,
-  ``crd``, ``adversarial``), and :mod:`kdlib.quantize` (building and deploying an int8 student);
-* measuring: :mod:`kdlib.stats` (paired comparisons over seeds), :mod:`kdlib.fidelity`
-  (agreement with the teacher), :mod:`kdlib.calibration`, :mod:`kdlib.bench` (timings, FLOPs),
-  :mod:`kdlib.theory` (the Monte-Carlo toolkit of the two lemmas), :mod:`kdlib.figures`;
-* keeping results: :mod:`kdlib.results` (result files with provenance, written atomically),
-  :mod:`kdlib.checkpoints` (trained models cached under a hash of their recipe),
-  :mod:`kdlib.export` (a model saved with its preprocessing), :mod:`kdlib.errors`,
-  :mod:`kdlib.profile` (the ``KDLIB_PROFILE`` switch), :mod:`kdlib.distributed` (rows sharded
-  over processes);
-* :mod:`kdlib.experiments`: one module per table of the report and per chapter experiment, and
-  the command-line runner.
+1. **foundations**: :mod:`kdlib.data` (MNIST and CIFAR-10 as in-memory tensors from a local
+   mirror), :mod:`kdlib.augment` (crops, flips and shifts of whole batches), :mod:`kdlib.models`
+   (the report's MLPs and ResNets, ensembles), :mod:`kdlib.losses` (cross-entropy and the
+   distillation loss of chapter 2), :mod:`kdlib.stats` (paired comparisons over seeds),
+   :mod:`kdlib.fidelity` (agreement with the teacher), :mod:`kdlib.calibration`,
+   :mod:`kdlib.bench` (timings, FLOPs), :mod:`kdlib.theory` (the Monte-Carlo toolkit of the two
+   lemmas), :mod:`kdlib.figures`, :mod:`kdlib.results` (result files with provenance, written
+   atomically), :mod:`kdlib.checkpoints` (trained models cached under a hash of their recipe),
+   :mod:`kdlib.export` (a model saved with its preprocessing), :mod:`kdlib.errors`,
+   :mod:`kdlib.profile` (the ``KDLIB_PROFILE`` switch), :mod:`kdlib.threads`,
+   :mod:`kdlib.precision` (bfloat16 where the hardware has it) and :mod:`kdlib.distributed`
+   (rows sharded over processes);
+2. **training and methods**: :mod:`kdlib.train` (one training loop for ordinary training and
+   offline distillation), :mod:`kdlib.terms` (a method is a term of the loss; the registry),
+   :mod:`kdlib.features` (feature maps by forward hooks), the methods one module each in
+   :mod:`kdlib.methods` (``kd``, ``fitnets``, ``attention``, ``crd``, ``adversarial``, ``sp``,
+   ``dkd``, ``dist``, ``logit_std``), :mod:`kdlib.quantize` (building and deploying an int8
+   student) and :mod:`kdlib.fastnet` (a fast CIFAR-10 network and recipe, after airbench);
+3. **experiments**: :mod:`kdlib.experiments`, one module per table of the book and the
+   command-line runner.
 
 Beside the library, :mod:`kdlib.course` holds the course's machinery (exercise checkers, the
 student edition, Otter-Grader assignments, the instructor page, releases); nothing in the

@@ -19,7 +19,16 @@ module here (its term class under ``@register_term("name")``) and one import lin
 Quantization is not a term but a way to build and deploy the student: :mod:`kdlib.quantize`.
 """
 
-from kdlib.methods import adversarial, attention, crd, dist, dkd, fitnets, kd, logit_std, sp  # noqa: F401
+# one line per method: importing its module registers its term(s)
+from kdlib.methods import kd  # noqa: F401
+from kdlib.methods import fitnets  # noqa: F401
+from kdlib.methods import attention  # noqa: F401
+from kdlib.methods import crd  # noqa: F401
+from kdlib.methods import adversarial  # noqa: F401
+from kdlib.methods import sp  # noqa: F401
+from kdlib.methods import dkd  # noqa: F401
+from kdlib.methods import dist  # noqa: F401
+from kdlib.methods import logit_std  # noqa: F401
 from kdlib.methods.adversarial import AdversarialTerm, Discriminator
 from kdlib.methods.attention import AttentionTerm, attention_map, attention_transfer_loss
 from kdlib.methods.crd import CRDTerm
