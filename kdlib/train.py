@@ -227,7 +227,7 @@ def _train(model: nn.Module, inputs: Tensor, labels: Tensor | None, config: Trai
         warn_about_epoch_scheduler(schedule, per_given)
     model.train()
     log, names = TrainLog(wall_s=0.0, samples_per_s=0.0, epoch_losses=[]), term_names(terms)
-    first_step = True
+    first_step, warned_collapse = True, False
     start = time.perf_counter()
     with FeatureMaps(model, teacher, terms) as maps:
         for epoch in range(config.epochs):
@@ -267,8 +267,9 @@ def _train(model: nn.Module, inputs: Tensor, labels: Tensor | None, config: Trai
                                                      steps_per_epoch))
             log.term_losses.append(dict(zip(names, (v / count for v in term_totals.tolist()))))
             log.train_accuracy.append(correct.item() / count if labels is not None else None)
-            if epoch >= 1:
-                warn_if_collapsed(log.train_accuracy[-1], logits.shape[1], count, epoch + 1, terms, names)
+            if epoch >= 1 and not warned_collapse:  # once per run: the first collapsed epoch
+                warned_collapse = warn_if_collapsed(log.train_accuracy[-1], logits.shape[1], count, epoch + 1,
+                                                    terms, names)
             if schedule is not None and per == "epoch":
                 schedule.step()
             for term in terms:
@@ -428,19 +429,21 @@ def check_optimizer_covers(opt: torch.optim.Optimizer, params: list[Tensor], ter
 
 
 def warn_if_collapsed(train_accuracy: float | None, num_classes: int, count: int, epoch: int,
-                      terms: Sequence[Term], names: Sequence[str]) -> None:
+                      terms: Sequence[Term], names: Sequence[str]) -> bool:
     """Warn when an epoch's training accuracy is no better than chance (``1 / classes`` plus three
     binomial standard errors): the student has collapsed, typically because a term's weight
-    drowns the others (e.g. a paper's weight used at another scale)."""
+    drowns the others (e.g. a paper's weight used at another scale). Returns whether it warned."""
     if train_accuracy is None or num_classes < 2 or count < COLLAPSE_MIN_EXAMPLES:
-        return
+        return False
     chance = 1.0 / num_classes
     if train_accuracy <= chance + 3 * math.sqrt(chance * (1 - chance) / max(1, count)):
         weights = ", ".join(f"{n} (weight {t.weight:g})" for n, t in zip(names, terms))
         warnings.warn(f"epoch {epoch}: training accuracy {train_accuracy:.3f} is at chance ({chance:.3f} for "
                       f"{num_classes} classes): the student has collapsed. The loss's terms: {weights}. "
                       "A term whose weight drowns the others (a paper's weight at another scale) is the "
-                      "usual cause: lower it, or check the learning rate", stacklevel=4)
+                      "usual cause: lower it, or check the learning rate (said once per run)", stacklevel=4)
+        return True
+    return False
 
 
 def check_aligned(inputs: Tensor, labels: Tensor | None, teacher_logits: Tensor | None) -> None:
