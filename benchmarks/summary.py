@@ -15,6 +15,8 @@ import json
 import statistics
 from pathlib import Path
 
+from kdlib.course.layout import replace_between, write_generated
+
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- performance:begin (python benchmarks/summary.py --write CONTRIBUTING.md) -->"
 END = "<!-- performance:end -->"
@@ -73,11 +75,7 @@ def table(results: Path = ROOT / "results") -> str:
 
 
 def replace_block(text: str, block: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"the file has no performance markers: add\n{BEGIN}\n{END}")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
+    return replace_between(text, block, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", type=Path)
     args = parser.parse_args(argv)
     if args.write:
-        args.write.write_text(replace_block(args.write.read_text(), table()))
+        write_generated(args.write, table(), BEGIN, END)
     else:
         print(table())
     return 0

@@ -386,10 +386,12 @@ class ResultFile:
                              "file away to start the run afresh") from exc
         return parse_result_file(text, self.path)
 
-    def check_same_scale(self, provenance: dict[str, Any]) -> None:
+    def check_same_scale(self, provenance: dict[str, Any], old: dict[str, Any] | None = None) -> None:
         """Refuse to resume rows made at another profile, or with another value of a scale setting
-        that both runs record (rows of two scales must not be mixed in one table)."""
-        old, new = self.data["provenance"], json.loads(json.dumps(provenance, default=str))
+        that both runs record (rows of two scales must not be mixed in one table); ``old``: the
+        provenance the rows were made with (default: the file's as this run read it)."""
+        old = self.data["provenance"] if old is None else old
+        new = json.loads(json.dumps(provenance, default=str))
         differences = []
         if old.get("profile") is not None and new.get("profile") is not None and old["profile"] != new["profile"]:
             differences.append(f"profile {old['profile']!r} (this run: {new['profile']!r})")
@@ -467,12 +469,7 @@ class ResultFile:
                              f"while this one ({self.data['experiment']!r}) was running: the rows cannot be "
                              "mixed; pass another --out path (the rows of this run are in memory: rerun)")
         mine, theirs = self.data["provenance"], on_disk["provenance"]
-        saved = self.data
-        try:
-            self.data = on_disk
-            self.check_same_scale(mine)
-        finally:
-            self.data = saved
+        self.check_same_scale(mine, old=theirs)
         for key in ("data_source",):
             if mine.get(key) is not None and theirs.get(key) is not None \
                     and data_kind(str(mine[key])) != data_kind(str(theirs[key])):

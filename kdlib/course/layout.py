@@ -142,13 +142,26 @@ def _wrap(names: list[str], width: int = 80) -> list[str]:
     return lines
 
 
+def replace_between(text: str, block: str, begin: str, end: str) -> str:
+    """``text`` with the part between the marker lines ``begin`` and ``end`` replaced by ``block``
+    (a generated part of a hand-written file: this diagram, the performance table)."""
+    if begin not in text or end not in text:
+        raise ValueError(f"the file has no markers: add the lines\n{begin}\n{end}\nwhere the generated part goes")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{block}\n{end}{tail}"
+
+
 def replace_block(text: str, block: str) -> str:
-    """``text`` with the part between :data:`BEGIN` and :data:`END` replaced by ``block``."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"the file has no layout markers: add the lines\n{BEGIN}\n{END}\nwhere the diagram goes")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}\n{END}{tail}"
+    """``text`` with the diagram between :data:`BEGIN` and :data:`END` replaced by ``block``."""
+    return replace_between(text, block, BEGIN, END)
+
+
+def write_generated(path: Path, block: str, begin: str, end: str) -> None:
+    """Replace the generated part of the file at ``path``, atomically (a kill leaves it whole)."""
+    from kdlib.results import atomic_write_bytes
+
+    atomic_write_bytes(path, replace_between(path.read_text(), block, begin, end).encode(), "the document")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print("imports that break the floors:\n  " + "\n  ".join(broken))
         return 1
     if args.write:
-        args.write.write_text(replace_block(args.write.read_text(), diagram()))
+        write_generated(args.write, diagram(), BEGIN, END)
     else:
         print(diagram())
     return 0
