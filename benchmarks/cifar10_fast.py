@@ -30,7 +30,7 @@ import torch
 from kdlib.checkpoints import checkpoint_path, save_checkpoint, weights_digest
 from kdlib.data import display_source, load_cifar10, normalize
 from kdlib.experiments import RESULTS_DIR
-from kdlib.fastnet import FastRecipe, fast_accuracy, train_fast, training_flops
+from kdlib.fastnet import FastRecipe, fast_accuracy, teacher_key, train_fast, training_flops
 from kdlib.precision import use_bfloat16
 from kdlib.results import ResultFile, new_provenance
 from kdlib.train import accuracy
@@ -55,7 +55,7 @@ def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> dict[str, 
 
 def checkpoint_key(recipe: FastRecipe, seed: int, source: str) -> dict:
     """What identifies a fast-recipe teacher: its recipe, its seed and the data it saw."""
-    return {"recipe": recipe.to_dict(), "seed": seed, "data": source, "kind": "fastnet"}
+    return teacher_key(recipe, seed, source)
 
 
 def run_seed(data, recipe: FastRecipe, seed: int, mixed: bool) -> tuple[dict, torch.nn.Module]:

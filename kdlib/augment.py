@@ -23,15 +23,24 @@ def random_crop_flip(images: Tensor, generator: torch.Generator, padding: int = 
         raise ValueError(f"expected a batch (N, C, H, W), got shape {tuple(images.shape)}")
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
-    n, c, h, w = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding), mode=pad_mode)
+    n = len(images)
     offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator,
                             device=generator.device).to(images.device)
     mirror = (torch.rand(n, generator=generator, device=generator.device) < 0.5).to(images.device) & flip
-    rows = (offsets[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    return crop_flip(images, offsets[0], offsets[1], mirror, padding, pad_mode)
+
+
+def crop_flip(images: Tensor, rows_from: Tensor, cols_from: Tensor, mirror: Tensor, padding: int,
+              pad_mode: str = "constant") -> Tensor:
+    """The crops of a batch ``(N, C, H, W)`` padded by ``padding``: image ``i``'s crop starts at
+    row ``rows_from[i]`` and column ``cols_from[i]`` of the padded image (``padding`` is the
+    centre), mirrored where ``mirror[i]``; one gather for the whole batch."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding), mode=pad_mode)
+    rows = (rows_from[:, None] + torch.arange(h, device=images.device))[:, None, :, None]
     across = torch.arange(w, device=images.device)
     across = torch.where(mirror[:, None], w - 1 - across, across)  # a flipped crop reads right to left
-    cols = (offsets[1][:, None] + across)[:, None, None, :]
+    cols = (cols_from[:, None] + across)[:, None, None, :]
     batch = torch.arange(n, device=images.device)[:, None, None, None]
     channel = torch.arange(c, device=images.device)[None, :, None, None]
     return padded[batch, channel, rows, cols]

@@ -18,6 +18,10 @@ by combining a handful of ideas, each cheap. kdlib writes its own version of the
 * **lookahead** (:class:`Lookahead`): from the fourth epoch on, every 5 steps the weights are
   pulled into an exponential moving average of themselves and set to it, with a decay that grows
   over training (fast moves first, strong averaging at the end);
+* **distillation with augmentation at the cost of none** (:func:`view_logits`,
+  :class:`ViewTransform`): the augmentations form a grid of views (each translation, mirrored or
+  not); the teacher's logits on every view of every training image are computed once, and a
+  student trained on random views reads the teacher's logits on exactly the view it sees;
 * **flip-and-translate test-time augmentation** (:func:`tta_logits`): the logits averaged over the
   image, its mirror and one-pixel shifts of both.
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,9 +46,11 @@ from torch import Tensor, nn
 from kdlib.data import ImageDataset, normalize
 from kdlib.models import seeded
 from kdlib.precision import use_bfloat16
+from kdlib.terms import Term
 from kdlib.train import EpochCallback, TrainConfig, TrainLog, train
 
-__all__ = ["FastRecipe", "fast_cifar_net", "fast_schedule", "flip_translate",
+__all__ = ["FastRecipe", "ViewTransform", "apply_views", "fast_cifar_net", "teacher_key", "view_count",
+           "view_logits", "fast_schedule", "flip_translate",
            "init_whitening", "tta_logits", "FastBatchTransform", "fast_accuracy", "parameter_groups",
            "train_fast", "training_flops", "Lookahead"]
 
@@ -186,6 +193,63 @@ class FastBatchTransform:
         return x.contiguous(memory_format=torch.channels_last)
 
 
+def view_count(translate: int) -> int:
+    """How many views the grid of ``translate`` has: every shift by ``-translate .. translate``
+    pixels in each direction, mirrored or not."""
+    return 2 * (2 * translate + 1) ** 2
+
+
+def apply_views(images: Tensor, views: Tensor, translate: int) -> Tensor:
+    """View ``views[i]`` of image ``i`` of a float batch ``(N, C, H, W)``: view ``v`` is the crop
+    at row ``(v // K) % K`` and column ``v % K`` of the image reflect-padded by ``translate``
+    (``K = 2 * translate + 1``; the centre is the image itself), mirrored when ``v >= K * K``."""
+    from kdlib.augment import crop_flip
+
+    k = 2 * translate + 1
+    return crop_flip(images, (views // k) % k, views % k, views >= k * k, translate, pad_mode="reflect")
+
+
+class ViewTransform(FastBatchTransform):
+    """uint8 batch -> a random view of each image (:func:`apply_views`), normalised and in
+    ``channels_last``, returned with the views chosen: ``(batch, views)``, as
+    :func:`kdlib.train.train` expects with teacher logits per view."""
+
+    def __call__(self, images: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        views = torch.randint(0, view_count(self.translate), (len(images),), generator=generator,
+                              device=generator.device).to(images.device)
+        x = apply_views(normalize(images, self.mean, self.std), views, self.translate)
+        return x.contiguous(memory_format=torch.channels_last), views
+
+
+@torch.inference_mode()
+def view_logits(model: nn.Module, images: Tensor, mean: tuple[float, ...], std: tuple[float, ...],
+                translate: int, batch_size: int = 500, mixed_precision: bool | None = None) -> Tensor:
+    """A frozen teacher's logits on every view of every uint8 image: shape ``(views, N, classes)``,
+    float32 (the forward pass in bfloat16 where :func:`kdlib.precision.use_bfloat16` says so)."""
+    if mixed_precision is None:
+        mixed_precision = use_bfloat16(images.device)
+    model.eval()
+    out = []
+    for v in range(view_count(translate)):
+        per_view = []
+        for batch in images.split(batch_size):
+            views = torch.full((len(batch),), v, device=images.device)
+            x = apply_views(normalize(batch, mean, std), views, translate)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=mixed_precision):
+                per_view.append(model(x.contiguous(memory_format=torch.channels_last)).float())
+        out.append(torch.cat(per_view))
+    return torch.stack(out)
+
+
+def teacher_key(recipe: FastRecipe, seed: int, source: str, train_images: int | None = None) -> dict[str, Any]:
+    """What identifies a trained fast-recipe network in the checkpoint cache: its recipe, its
+    seed, the data it saw (and how many of the training images, when not all)."""
+    key = {"recipe": recipe.to_dict(), "seed": seed, "data": source, "kind": "fastnet"}
+    if train_images is not None:
+        key["train_images"] = train_images
+    return key
+
+
 def fast_schedule(recipe: FastRecipe, total_steps: int):
     """A scheduler factory: the triangular schedule, ``start_factor`` -> 1 at ``warmup_fraction``
     of training -> ``end_factor`` at the end, stepped after every optimiser step."""
@@ -288,9 +352,16 @@ class Lookahead:
 def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int = 0,
                on_epoch: EpochCallback | None = None, mixed_precision: bool | None = None,
                train_images: Tensor | None = None, train_labels: Tensor | None = None,
-               ) -> tuple[nn.Sequential, TrainLog]:
+               terms: list[Term] | None = None, teacher_logits: Tensor | None = None,
+               on_model: Callable[[nn.Module], None] | None = None) -> tuple[nn.Sequential, TrainLog]:
     """Train the fast recipe's network on ``data``'s training images (or on ``train_images`` /
     ``train_labels``, uint8, when given: a validation split, say) with kdlib's one training loop.
+
+    To distil, pass ``terms`` (the loss: the recipe's label smoothing then belongs to their label
+    term) and ``teacher_logits`` of shape ``(views, N, classes)`` from :func:`view_logits` with
+    the recipe's ``translate``: the student trains on random views and reads the teacher's
+    logits on each. ``on_model(network)``, if given, is called with the network before training
+    (a handle to score it by, should training fail).
 
     ``mixed_precision`` defaults to :func:`kdlib.precision.use_bfloat16` on the CPU. ``on_epoch``
     is passed to :func:`kdlib.train.train` (after the whitening bias is frozen at the end of
@@ -307,8 +378,15 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
     sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:5000]
     init_whitening(model, normalize(images[sample], data.mean, data.std))
     model = model.to(memory_format=torch.channels_last)
+    if on_model is not None:
+        on_model(model)
+    if teacher_logits is not None and (teacher_logits.dim() != 3 or len(teacher_logits) != view_count(recipe.translate)):
+        raise ValueError(f"teacher_logits of shape {tuple(teacher_logits.shape)}: train_fast distils from the "
+                         f"logits of every view, shape ({view_count(recipe.translate)}, images, classes) for "
+                         f"translate={recipe.translate}; make them with kdlib.fastnet.view_logits")
+    smoothing = recipe.label_smoothing if terms is None else 0.0  # with terms, the terms say it
     config = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-                         momentum=recipe.momentum, label_smoothing=recipe.label_smoothing, seed=seed,
+                         momentum=recipe.momentum, label_smoothing=smoothing, seed=seed,
                          mixed_precision=mixed_precision)
     per_epoch = -(-len(images) // recipe.batch_size)
     steps = recipe.epochs * per_epoch
@@ -326,9 +404,10 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
             net.whiten[0].bias.requires_grad_(False)
         return on_epoch(epoch, net) if on_epoch is not None else None
 
-    transform = FastBatchTransform(data.mean, data.std, recipe.translate)
-    log = train(model, images, labels, config, batch_transform=transform, on_epoch=after_epoch,
-                optimizer=optimizer, scheduler=fast_schedule(recipe, steps))
+    views = teacher_logits is not None
+    transform = (ViewTransform if views else FastBatchTransform)(data.mean, data.std, recipe.translate)
+    log = train(model, images, labels, config, teacher_logits=teacher_logits, batch_transform=transform,
+                on_epoch=after_epoch, optimizer=optimizer, scheduler=fast_schedule(recipe, steps), terms=terms)
     model.eval()
     return model, log
 

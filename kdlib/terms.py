@@ -86,6 +86,12 @@ def check_weight(weight: float) -> float:
     return w
 
 
+def linear_ramp(step: int, warmup_steps: int) -> float:
+    """A term's weight factor during a linear warm-up: ``step / warmup_steps`` for the first
+    ``warmup_steps`` steps (counted from 1), then 1; always 1 without a warm-up."""
+    return min(1.0, step / warmup_steps) if warmup_steps else 1.0
+
+
 def layer_pairs(pairs, method: str) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...]]:
     """``(student module, teacher module)`` pairs of a method that compares feature maps layer by
     layer, checked (at least one), and the feature maps they name (``term.features``)."""

@@ -165,6 +165,10 @@ def train(
     * no teacher: ordinary training with the softmax cross-entropy (``label_weight`` must then be 1);
     * ``teacher_logits``: precomputed logits of a frozen teacher, row ``i`` for ``inputs[i]``
       (offline distillation without data augmentation);
+    * ``teacher_logits`` of shape ``(views, N, C)``: a frozen teacher's logits on each of a fixed
+      set of augmented views of every input (offline distillation *with* augmentation, e.g.
+      :func:`kdlib.fastnet.view_logits`); ``batch_transform`` then returns ``(batch, views)``,
+      the view it chose for each image, and the step's teacher logits are ``[views, idx]``;
     * ``teacher``: a frozen teacher run in eval mode, without gradients, on each transformed
       batch (needed when ``batch_transform`` augments the data, so that teacher and student see
       the same augmented images, and for terms that read the teacher's feature maps).
@@ -237,9 +241,11 @@ def _train(model: nn.Module, inputs: Tensor, labels: Tensor | None, config: Trai
             term_totals = torch.zeros(len(terms), device=inputs.device)
             for idx in tqdm(order.split(config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
                             disable=not progress, leave=False):
-                x = inputs[idx]
+                x, views = inputs[idx], None
                 if batch_transform is not None:
                     x = batch_transform(x, generator)
+                    if isinstance(x, tuple):  # (batch, the view of each image): see train's docstring
+                        x, views = x
                 soft = None
                 with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.mixed_precision):
                     logits = model(x).float()
@@ -248,7 +254,9 @@ def _train(model: nn.Module, inputs: Tensor, labels: Tensor | None, config: Trai
                             soft = teacher(x).float()
                         soft = soft.clone()  # an inference tensor cannot be saved for backward
                     elif teacher_logits is not None:
-                        soft = teacher_logits[idx]
+                        if first_step:
+                            check_views(teacher_logits, views)
+                        soft = teacher_logits[idx] if views is None else teacher_logits[views, idx].float()
                 step = Step(idx, x, None if labels is None else labels[idx], logits, soft, maps.read(),
                             check=first_step)
                 loss, values = weigh(terms, step)
@@ -450,9 +458,29 @@ def check_aligned(inputs: Tensor, labels: Tensor | None, teacher_logits: Tensor 
     n = len(inputs)
     if labels is not None and len(labels) != n:
         raise ValueError(f"{n} inputs but {len(labels)} labels: they must be aligned row by row")
+    if teacher_logits is not None and teacher_logits.dim() == 3:
+        if teacher_logits.shape[1] != n:
+            raise ValueError(f"{n} inputs but teacher logits of shape {tuple(teacher_logits.shape)}: logits "
+                             f"per view must have shape (views, {n}, classes)")
+        return
     if teacher_logits is not None and len(teacher_logits) != n:
         raise ValueError(f"{n} inputs but {len(teacher_logits)} rows of teacher logits: compute them "
                          "with predict_logits(teacher, inputs) on the same training tensor")
+
+
+def check_views(teacher_logits: Tensor, views: Tensor | None) -> None:
+    """Logits per view ``(views, N, C)`` need a batch transform that says which view it chose."""
+    if teacher_logits.dim() == 3 and views is None:
+        raise ValueError(f"teacher_logits has shape {tuple(teacher_logits.shape)} (logits per view), but the "
+                         "batch transform returned a batch alone: it must return (batch, views), the view of "
+                         "each image (kdlib.fastnet.ViewTransform does)")
+    if teacher_logits.dim() != 3 and views is not None:
+        raise ValueError("the batch transform returned (batch, views), but teacher_logits has one row per "
+                         f"input (shape {tuple(teacher_logits.shape)}), not one per view: pass logits of shape "
+                         "(views, N, classes), or a transform that returns the batch alone")
+    if views is not None and (views.min() < 0 or views.max() >= len(teacher_logits)):
+        raise ValueError(f"the batch transform chose views up to {int(views.max())}, but teacher_logits holds "
+                         f"{len(teacher_logits)} views: make the logits with the same view grid")
 
 
 def check_teacher_logits(teacher_logits: Tensor) -> None:
@@ -465,7 +493,7 @@ def check_teacher_logits(teacher_logits: Tensor) -> None:
                          "gradients), or call .detach() on them")
     if teacher_logits.is_floating_point() and not torch.isfinite(teacher_logits).all():
         bad = ~torch.isfinite(teacher_logits)
-        rows = bad.any(dim=1).nonzero().flatten() if bad.dim() == 2 else bad.nonzero().flatten()
+        rows = bad.flatten(0, -2).any(dim=1).nonzero().flatten() if bad.dim() >= 2 else bad.nonzero().flatten()
         raise ValueError(
             f"teacher_logits has NaN or infinite values in {len(rows)} of {len(teacher_logits)} rows (first: "
             f"row {int(rows[0])}): they come from the teacher, not from this training run. Check how they were "

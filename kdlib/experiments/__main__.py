@@ -31,10 +31,11 @@ FLAGS: dict[str, set[str]] = {
     "algorithms": {"time_budget_s", "parts"},
     "anchors": {"time_budget_s", "parts", "workers"},
     "modern": {"time_budget_s", "workers"},
+    "modern-cifar10": {"time_budget_s", "workers"},
     "manifest": set(),
 }
 """The optional flags each command honours; any other is refused."""
-DISTRIBUTED = ("mnist", "cifar10", "regimes", "anchors", "modern")
+DISTRIBUTED = ("mnist", "cifar10", "regimes", "anchors", "modern", "modern-cifar10")
 """The experiments that run under torchrun, their rows shared out over the ranks (kdlib.distributed)."""
 WHY_NOT = {
     "time_budget_s": "it cannot stop between rows; interrupt it (Ctrl-C) instead and rerun to resume",
@@ -173,6 +174,10 @@ def run(argv: list[str] | None = None) -> int:
         from kdlib.experiments.modern import run_modern
 
         data = run_modern(profile, out=out, command=command, time_budget_s=budget)
+    elif args.experiment == "modern-cifar10":
+        from kdlib.experiments.modern_cifar import run_modern_cifar
+
+        data = run_modern_cifar(profile, out=out, command=command, time_budget_s=budget)
     elif args.experiment == "regimes":
         from kdlib.experiments.regimes import run_regimes
 

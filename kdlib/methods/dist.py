@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from kdlib.losses import check_temperature
-from kdlib.terms import Step, Term, register_term
+from kdlib.terms import Step, Term, linear_ramp, register_term
 
 __all__ = ["DISTTerm", "pearson_rows"]
 
@@ -42,15 +42,22 @@ def pearson_rows(a: Tensor, b: Tensor) -> Tensor:
 
 @register_term("dist")
 class DISTTerm(Term):
-    """``T**2 * (beta * inter + gamma * intra)`` of :mod:`kdlib.methods.dist`. Needs a teacher;
-    the intra-class relation needs batches of more than one example."""
+    """``T**2 * (beta * inter + gamma * intra)`` of :mod:`kdlib.methods.dist`, times ``min(1, step
+    / warmup_steps)`` during the first ``warmup_steps`` steps (not in the paper; DKD's warm-up,
+    kdlib's option: a correlation's gradient grows as ``1 / spread``, so a student whose first
+    outputs are near uniform takes huge steps). Needs a teacher; the intra-class relation needs
+    batches of more than one example."""
 
-    def __init__(self, weight: float = 1.0, beta: float = 1.0, gamma: float = 1.0, temperature: float = 4.0) -> None:
+    def __init__(self, weight: float = 1.0, beta: float = 1.0, gamma: float = 1.0, temperature: float = 4.0,
+                 warmup_steps: int = 0) -> None:
         super().__init__(weight)
         if not (beta >= 0 and gamma >= 0):
             raise ValueError(f"beta and gamma must be >= 0, got {beta!r} and {gamma!r}")
+        if int(warmup_steps) < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps!r}")
         self.beta, self.gamma = float(beta), float(gamma)
         self.temperature = check_temperature(temperature)
+        self.warmup_steps, self._steps = int(warmup_steps), 0
 
     def __call__(self, step: Step) -> Tensor:
         if step.teacher_logits is None:
@@ -61,4 +68,5 @@ class DISTTerm(Term):
         y_t = (step.teacher_logits.to(work) / t).softmax(dim=1)
         inter = 1 - pearson_rows(y_s, y_t).mean()
         intra = 1 - pearson_rows(y_s.T, y_t.T).mean()
-        return (t * t) * (self.beta * inter + self.gamma * intra)
+        self._steps += 1
+        return linear_ramp(self._steps, self.warmup_steps) * (t * t) * (self.beta * inter + self.gamma * intra)

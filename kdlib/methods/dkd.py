@@ -27,7 +27,7 @@ from torch import Tensor
 
 from kdlib.losses import check_temperature
 from kdlib.methods.logit_std import standardize
-from kdlib.terms import Step, Term, register_term
+from kdlib.terms import Step, Term, linear_ramp, register_term
 
 __all__ = ["DKDTerm", "dkd_parts"]
 
@@ -84,6 +84,5 @@ class DKDTerm(Term):
             zs, zt = standardize(zs), standardize(zt)
         tckd, nckd, _ = dkd_parts(zs, zt, step.labels, self.temperature)
         self._steps += 1
-        ramp = min(1.0, self._steps / self.warmup_steps) if self.warmup_steps else 1.0
         t = self.temperature
-        return ramp * (t * t) * (self.alpha * tckd + self.beta * nckd).mean()
+        return linear_ramp(self._steps, self.warmup_steps) * (t * t) * (self.alpha * tckd + self.beta * nckd).mean()
