@@ -50,6 +50,14 @@ MISTAKES = {
     "ex-int8-size": "int8_bytes = 4 * (784 * 300 + 300 * 10)",  # the float32 size
     "ex-errors-removed": "removed_pct = 100 * (146 - 74) / 146",  # the paper's numbers
     "ex-bias-shift": "def choose_shift(logits, labels, shifts):\n    return max(shifts)",
+    "ex-tckd": (  # the student's binary distribution as the target: KL the wrong way round
+        "def tckd(s, t, y, T):\n"
+        "    def b(z):\n"
+        "        p = torch.softmax(z / T, 1).gather(1, y[:, None]).squeeze(1)\n"
+        "        return torch.stack([p, 1 - p], 1)\n"
+        "    return (b(s) * (b(s).log() - b(t).log())).sum(1)"
+    ),
+    "ex-inflation": "import math\n\ndef inflation(sigma, k):\n    return sigma * math.sqrt(2 * math.log(k)) if k > 1 else 0.0",
 }
 
 END_TO_END = "02_losses"
@@ -136,6 +144,8 @@ def test_every_chapter_has_an_assignment(built: Path) -> None:
                 "check_kd_loss",
                 "check_ece",
                 "check_bias_shift",
+                "check_tckd",
+                "check_inflation",
             ), f"{exercise.label}: a value's checker test must be hidden"
 
 

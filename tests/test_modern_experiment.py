@@ -47,7 +47,9 @@ def test_selection_then_final_rows_with_both_scorings(tiny, tmp_path):
     table = modern.verdict_table(data)
     assert list(table.method) == [modern.METHOD_NAMES[m] for m in modern.CANDIDATES]
     # selection used validation only: every chosen setting is the best by mean validation accuracy
-    for method, setting in chosen.items():
+    for method in modern.choices(modern.CANDIDATES):
+        setting = chosen[method]
+
         def val(s):
             return data["rows"][modern.ModernRun(method, s, "select", 100).row_id()]["validation_accuracy"]
         assert val(setting) == max(val(s) for s in modern.settings(method))

@@ -150,3 +150,13 @@ def test_the_new_methods_are_registered_and_train():
         log = train(student, x, y, TrainConfig(epochs=2, batch_size=64), teacher_logits=teacher_logits,
                     terms=[make_term("label"), make_term(name)])
         assert np.isfinite(log.epoch_losses).all() and name in log.term_losses[-1]
+
+
+def test_dist_warmup_ramps_the_weight():
+    zs, zt, y = random_logits(seed=4)
+    step = Step(torch.arange(len(y)), torch.zeros(1), torch.tensor(y), torch.tensor(zs), torch.tensor(zt))
+    full = DISTTerm()(step).item()
+    ramped = DISTTerm(warmup_steps=2)
+    assert [round(ramped(step).item() / full, 6) for _ in range(3)] == [0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="warmup_steps"):
+        DISTTerm(warmup_steps=-1)

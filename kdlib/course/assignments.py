@@ -104,6 +104,7 @@ teachers = {"tempered (tau = 2)": theory.tempered_teacher(problem.bayes, 2.0)}""
     "07_regimes": "import torch",
     "08_algorithms": "import torch",
     "09_landmarks": "import torch",
+    "10_modern": "import numpy as np\nimport torch",
 }
 """The setup cell of each chapter's assignment: what its checked starters use (the same
 objects the chapter builds: the same seeds, the same problem)."""
@@ -213,6 +214,19 @@ REFERENCES: dict[str, Reference] = {
         "        moved[:, 3] += shift\n"
         "        return int((moved.argmax(1) != labels).sum())\n\n"
         "    return min(shifts, key=lambda s: (errors(s), s))"
+    ),
+    "ex-tckd": Reference(
+        "def tckd(student_logits, teacher_logits, labels, T):\n"
+        "    def binary(logits):\n"
+        "        p = torch.softmax(logits / T, dim=1).gather(1, labels[:, None]).squeeze(1)\n"
+        "        return torch.stack([p, 1 - p], dim=1)\n\n"
+        "    b_s, b_t = binary(student_logits), binary(teacher_logits)\n"
+        "    return (b_t * (b_t.log() - b_s.log())).sum(dim=1)"
+    ),
+    "ex-inflation": Reference(
+        "def inflation(sigma, k, draws=200_000):\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    return float(rng.normal(0.0, sigma, size=(draws, k)).max(axis=1).mean())"
     ),
     "ex-int8-size": Reference(
         "int8_bytes = 784 * 300 + 300 * 10",

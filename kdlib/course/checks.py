@@ -643,3 +643,71 @@ def check_bias_shift(fn: Callable[[Tensor, Tensor, tuple[float, ...]], float]) -
         return verdict(False, "", f"+{value:g} makes {counts[shifts.index(value)]} errors; try every shift and keep "
                        "the one with the fewest (the smallest on ties).")
     return verdict(False, "", "return one of the shifts you were given.")
+
+
+@checker
+def check_tckd(fn: Callable[[Tensor, Tensor, Tensor, float], Tensor]) -> Verdict:
+    """Chapter 10: ``fn(student_logits, teacher_logits, labels, T)`` returns DKD's target-class
+    term of each example, ``KL(b_teacher || b_student)`` with ``b = (p_target, 1 - p_target)``
+    at temperature ``T``: a tensor of shape ``(N,)``."""
+    from kdlib.methods.dkd import dkd_parts
+
+    student, teacher = sample_logits(3, batch=12)
+    labels = torch.arange(12) % 10
+    for temperature in (1.0, 4.0):
+        expected, _, _ = dkd_parts(student, teacher, labels, temperature)
+        reverse, _, _ = dkd_parts(teacher, student, labels, temperature)
+        unsoftened, _, _ = dkd_parts(student, teacher, labels, 1.0)
+        value = tensor(call(fn, student.clone(), teacher.clone(), labels.clone(), temperature))
+        if value.numel() == 1 and torch.allclose(value.reshape(()), expected.mean(), rtol=1e-5):
+            return verdict(False, "", "that is the batch mean: return one value per example, shape (N,).")
+        if value.shape != expected.shape:
+            return verdict(False, "", f"expected a tensor of shape {tuple(expected.shape)}, one value per example.")
+        if torch.allclose(value, expected, rtol=1e-5, atol=1e-9):
+            continue
+        if torch.allclose(value, reverse, rtol=1e-5, atol=1e-9):
+            return verdict(False, "", "you computed KL(student || teacher); the teacher's binary distribution is "
+                           "the target.")
+        if torch.allclose(value, temperature**2 * expected, rtol=1e-5, atol=1e-9):
+            return verdict(False, "", "leave out the factor T**2: DKD multiplies the sum of both parts by it.")
+        if temperature != 1.0 and torch.allclose(value, unsoftened, rtol=1e-5, atol=1e-9):
+            return verdict(False, "", "divide both networks' logits by T before the softmax.")
+        return verdict(False, "", f"wrong values at T = {temperature}: b = (p_target, 1 - p_target) from each "
+                       "network's softmax(z / T), then sum b_t * log(b_t / b_s) over the two entries.")
+    return verdict(True, "the target-class part of KD, per example, matches at T = 1 and 4.", "")
+
+
+def expected_maximum(sigma: float, k: int) -> float:
+    """``E[max of k independent N(0, sigma**2) draws]``, by numerical integration."""
+    from scipy import integrate, stats
+
+    if k == 1:
+        return 0.0
+    density = lambda x: x * k * stats.norm.pdf(x) * stats.norm.cdf(x) ** (k - 1)  # noqa: E731
+    value, _ = integrate.quad(density, -12, 12, limit=200)
+    return sigma * value
+
+
+INFLATION_CASES = ((0.2, 5), (0.5, 10), (1.0, 2), (0.3, 1), (0.1, 30))
+
+
+@checker
+def check_inflation(fn: Callable[[float, int], float]) -> Verdict:
+    """Chapter 10: ``fn(sigma, k)`` returns the expected best of ``k`` epochs' accuracies above
+    their common mean, when they scatter independently with standard deviation ``sigma``:
+    ``E[max of k N(0, sigma**2)]`` (within 2%, so a Monte-Carlo answer passes)."""
+    for sigma, k in INFLATION_CASES:
+        expected = expected_maximum(sigma, k)
+        value = number(call(fn, sigma, k), "the function's result")
+        if abs(value - expected) <= 0.02 * abs(expected) + 1e-3 * sigma:
+            continue
+        if k > 1 and abs(value - sigma * math.sqrt(2 * math.log(k))) <= 1e-6 + 1e-3 * sigma:
+            return verdict(False, "", "sigma * sqrt(2 log k) is an upper bound that is reached only as k grows "
+                           f"without end; compute the expectation itself (k = {k}: {value:.3f} is too large).")
+        if abs(value - sigma) <= 1e-9 + 1e-3 * sigma:
+            return verdict(False, "", "the best of k draws does not sit one standard deviation up for every k: "
+                           "it depends on k.")
+        return verdict(False, "", f"wrong value for sigma = {sigma:g}, k = {k}: the mean of the largest of k "
+                       "draws from N(0, sigma**2) (simulate many sets of k draws, or integrate).")
+    return verdict(True, "E[max of k N(0, sigma^2)] matches for every sigma and k tried (e.g. sigma 0.5, "
+                   f"k 10: {expected_maximum(0.5, 10):.3f}).", "")

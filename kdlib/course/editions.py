@@ -545,10 +545,29 @@ if __name__ == "__main__":
 # ------------------------------------------------------------------------------------------------
 # The instructor's page
 
-EXPERIMENT_FILES = {"05_mnist": "mnist_full.json", "06_cifar10": "cifar10_full.json",
-                    "07_regimes": "mnist_regimes_full.json", "08_algorithms": "algorithms_full.json",
-                    "09_landmarks": "anchors_full.json"}
-"""The result file whose experiment a chapter reruns at the ``full`` profile."""
+EXPERIMENT_FILES = {"05_mnist": ("mnist_full.json",), "06_cifar10": ("cifar10_full.json",),
+                    "07_regimes": ("mnist_regimes_full.json",), "08_algorithms": ("algorithms_full.json",),
+                    "09_landmarks": ("anchors_full.json",),
+                    "10_modern": ("modern_full.json", "modern_cifar10_full.json")}
+"""The result files whose experiments a chapter reruns at the ``full`` profile."""
+
+
+def experiment_minutes(stem: str, read) -> tuple[float, str] | None:
+    """Minutes the experiments of chapter ``stem`` took at the ``full`` profile (the wall times
+    recorded in their result files, read by ``read(name)``) and where they ran; ``None`` for a
+    chapter that reruns no experiment. A file from before wall times were summed over resumed
+    runs holds less than its rows' own training times, which then bound it from below."""
+    if stem not in EXPERIMENT_FILES:
+        return None
+    seconds, places = 0.0, []
+    for name in EXPERIMENT_FILES[stem]:
+        data = read(name)
+        env = data["provenance"]["environment"]
+        training = sum(row.get("train_wall_s", 0.0) for row in data["rows"].values())
+        seconds += max(data.get("wall_s", 0.0), training)
+        place = env.get("cuda_device") or f"{env['cpu_count']}-core CPU"
+        places += [place] if place not in places else []
+    return seconds / 60, ", ".join(places)
 
 
 def exercise_table(root: Path = ROOT):
@@ -573,14 +592,9 @@ def run_time_table(root: Path = ROOT):
     for path in chapter_paths(root):
         measured = times["seconds"].get(path.stem, {})
         line = {"chapter": path.stem[:2], "quick (min)": measured.get("quick", float("nan")) / 60}
-        if path.stem in EXPERIMENT_FILES:
-            data = json.loads((root / "results" / EXPERIMENT_FILES[path.stem]).read_text())
-            env = data["provenance"]["environment"]
-            where = env.get("cuda_device") or f"{env['cpu_count']}-core CPU"
-            # wall time of the runs on the file; files from before wall times were summed over
-            # resumed runs hold less, so their rows' own training times bound it from below
-            training = sum(row.get("train_wall_s", 0.0) for row in data["rows"].values())
-            line["full (min)"] = max(data.get("wall_s", 0.0), training) / 60
+        full = experiment_minutes(path.stem, lambda name: json.loads((root / "results" / name).read_text()))
+        if full is not None:
+            line["full (min)"], where = full
             line["full measured as"] = f"its experiment, on a {where}"
         else:
             line["full (min)"] = measured.get("full", float("nan")) / 60

@@ -41,6 +41,7 @@ MODULE_PLAN = (
     ("Week 2, session 1", ("05", "06")),
     ("Week 2, session 2", ("07",)),
     ("Week 2, session 3", ("08", "09")),
+    ("Week 3, session 1", ("10",)),
 )
 """The sample two-week module: three sessions a week, each preparing one or two chapters."""
 
@@ -179,6 +180,12 @@ RUBRICS: dict[str, tuple[tuple[int, str], ...]] = {
             "Explains that the selection effect can differ between the two students, so the "
             "gap with the control is no longer a clean measurement; choose on validation.",
         ),
+    ),
+    "ex-dkd-collapse": (
+        (1, "Compares the weights of the non-target part: KD's 0.5 T^2 (1 - p_t), small for a "
+            "confident teacher, against DKD's beta T^2 = 128, which drowns the cross-entropy."),
+        (1, "Names a number to compute before training (the teacher's mean 1 - p_t at the chosen T "
+            "on the training images) and how it sets a starting beta, then validation chooses."),
     ),
     "ex-discriminator": (
         (1, "Reads the discriminator's accuracy at the last epoch (about chance)."),
@@ -388,7 +395,7 @@ def run_time_table(chapters: dict):
     """
     import pandas as pd
 
-    from kdlib.course.editions import EXPERIMENT_FILES
+    from kdlib.course.editions import experiment_minutes
     from kdlib.experiments import published_file
 
     times = json.loads(published_file("chapter_times.json").read_text())["seconds"]
@@ -399,18 +406,12 @@ def run_time_table(chapters: dict):
             "chapter": stem[:2],
             "quick (min)": measured.get("quick", float("nan")) / 60,
         }
-        if stem in EXPERIMENT_FILES:
-            data = json.loads(published_file(EXPERIMENT_FILES[stem]).read_text())
-            env = data["provenance"]["environment"]
-            # files from before wall times were summed over resumed runs hold less than the
-            # rows' own training times, which then bound the wall time from below
-            training = sum(
-                row_.get("train_wall_s", 0.0) for row_ in data["rows"].values()
-            )
-            row["full (min)"] = max(data.get("wall_s", 0.0), training) / 60
-            row["full: what ran"] = "experiment, " + (
-                env.get("cuda_device") or f"{env['cpu_count']}-core CPU"
-            )
+        full = experiment_minutes(
+            stem, lambda name: json.loads(published_file(name).read_text())
+        )
+        if full is not None:
+            row["full (min)"], where = full
+            row["full: what ran"] = "experiment, " + where
         else:
             row["full (min)"] = measured.get("full", float("nan")) / 60
             row["full: what ran"] = "the chapter"

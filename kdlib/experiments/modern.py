@@ -31,6 +31,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -41,6 +42,7 @@ from kdlib.distributed import broadcast, one_for_all, rank, run_rows
 from kdlib.experiments import planned_rows, run_command
 from kdlib.experiments.mnist import cached_teacher
 from kdlib.experiments.regimes import TEACHERS
+from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.methods import DISTTerm, DKDTerm, KDTerm, LabelTerm, SPTerm, StandardizedKDTerm
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
@@ -375,9 +377,67 @@ def collapsed(data: dict[str, Any], chance: float = 0.1, margin: float = 0.05) -
             if row.get("phase") == "select" and row["accuracy"] < chance + margin]
 
 
+def curve_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """Test accuracy (%) after each epoch of every final row: columns method, seed, epoch, test."""
+    lines = [{"method": method, "seed": row["seed"], "epoch": point["epoch"], "test": 100 * point["test"]}
+             for method in CANDIDATES_OF[data["experiment"]] for row in final_rows(data, method)
+             for point in row["curve"]]
+    return pd.DataFrame(lines)
+
+
+def plateau_spread(data: dict[str, Any], last: int) -> pd.DataFrame:
+    """Per method: how much the test accuracy of a final row moves over its ``last`` epochs (the
+    standard deviation of those epochs' accuracies around their mean, averaged over seeds), and
+    how much the best of those epochs beats the last (mean over seeds), in points."""
+    frame = curve_frame(data)
+    lines = []
+    for method, group in frame.groupby("method", sort=False):
+        tails = [g.sort_values("epoch").test.to_numpy()[-last:] for _, g in group.groupby("seed")]
+        lines.append({"method": METHOD_NAMES[method], "spread": float(np.mean([t.std(ddof=1) for t in tails])),
+                      "best minus last": float(np.mean([t.max() - t[-1] for t in tails]))})
+    return pd.DataFrame(lines)
+
+
+@book_style
+def plot_teacher_logits(data: dict[str, Any]):
+    """The teacher's logits on the labelled images: the non-target mass ``1 - p_t`` at T = 1 and
+    T = 4 (the factor DKD says KD puts on its non-target part), and the spread of each image's
+    logits (what logit standardization divides by)."""
+    import matplotlib.pyplot as plt
+
+    summary = data["teacher_logits"]
+    fig, (mass, spread) = plt.subplots(1, 2, figsize=(COLUMN_INCHES, 2.8))
+    floor = 1e-5  # the file rounds to 5 decimals: smaller values are counted in the first bin
+    bins = np.logspace(-5, 0, 26)
+    for t in ("1", "4"):
+        values = np.clip(summary[f"non_target_mass_T{t}"], floor, 1)
+        mass.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"T = {t}")
+    mass.set(xscale="log", xlabel="1 - p_t (first bin: <= 1e-5)", ylabel="labelled images")
+    spread.hist(summary["logit_std"], bins=30, color="grey")
+    spread.set(xlabel="std of its 10 logits", ylabel="labelled images")
+    legend_below(fig, mass)
+    return fig
+
+
+@book_style
+def plot_curves(data: dict[str, Any], title: str):
+    """Mean test accuracy over the final seeds after each epoch, one line per method."""
+    import matplotlib.pyplot as plt
+
+    frame = curve_frame(data).groupby(["method", "epoch"], sort=False).test.mean().reset_index()
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 3.2))
+    for method, group in frame.groupby("method", sort=False):
+        ax.plot(group.epoch, group.test, label=METHOD_NAMES[method], marker="." if len(group) < 12 else None)
+    top = frame.test.max()
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title, ylim=(max(frame.test.min(), top - 15), top + 0.5))
+    legend_below(fig, ncols=2)
+    return fig
+
+
 def gap_text(gap: PairedGap) -> str:
     return f"{gap.mean:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}]"
 
 
-__all__ = ["CANDIDATES", "ModernRun", "SCALES", "chosen_settings", "collapsed", "load_published", "run_modern",
-           "terms_for", "verdict_table"]
+__all__ = ["CANDIDATES", "CANDIDATES_OF", "ModernRun", "SCALES", "chosen_settings", "collapsed", "curve_frame",
+           "load_published", "plateau_spread", "plot_curves", "plot_teacher_logits", "run_modern", "terms_for",
+           "verdict_table"]
