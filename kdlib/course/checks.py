@@ -695,11 +695,13 @@ INFLATION_CASES = ((0.2, 5), (0.5, 10), (1.0, 2), (0.3, 1), (0.1, 30))
 def check_inflation(fn: Callable[[float, int], float]) -> Verdict:
     """Chapter 10: ``fn(sigma, k)`` returns the expected best of ``k`` epochs' accuracies above
     their common mean, when they scatter independently with standard deviation ``sigma``:
-    ``E[max of k N(0, sigma**2)]`` (within 2%, so a Monte-Carlo answer passes)."""
+    ``E[max of k N(0, sigma**2)]``, within 2% of it plus 1% of ``sigma``: a Monte-Carlo answer
+    with 100,000 sets of draws or more passes (at ``k = 1`` the expectation is 0, and the
+    simulation's standard error, ``sigma / sqrt(draws)``, is all the tolerance there is)."""
     for sigma, k in INFLATION_CASES:
         expected = expected_maximum(sigma, k)
         value = number(call(fn, sigma, k), "the function's result")
-        if abs(value - expected) <= 0.02 * abs(expected) + 1e-3 * sigma:
+        if abs(value - expected) <= 0.02 * abs(expected) + 0.01 * sigma:
             continue
         if k > 1 and abs(value - sigma * math.sqrt(2 * math.log(k))) <= 1e-6 + 1e-3 * sigma:
             return verdict(False, "", "sigma * sqrt(2 log k) is an upper bound that is reached only as k grows "
