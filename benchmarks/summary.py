@@ -3,8 +3,8 @@
     python benchmarks/summary.py                          # print it
     python benchmarks/summary.py --write CONTRIBUTING.md  # replace it between the markers
 
-Every number is read from ``results/benchmark_cifar10_fast.json`` and
-``results/benchmark_workers.json``; ``tests/test_layout.py`` fails when the file's table differs
+Every number is read from ``results/benchmark_cifar10_fast.json``,
+``results/benchmark_workers.json`` and ``results/benchmark_max_norm.json``; ``tests/test_layout.py`` fails when the file's table differs
 from what this prints.
 """
 
@@ -63,8 +63,18 @@ def table(results: Path = ROOT / "results") -> str:
         lines.append(f"| Table 1 ({data['provenance']['profile']} profile), one process against two "
                      f"(median s, ratio) | {med['1 process']:.1f} against {med['2 processes']:.1f} "
                      f"({data['ratio_one_over_two']:.2f}x) |")
+    max_norm = results / "benchmark_max_norm.json"
+    if max_norm.exists():
+        data = json.loads(max_norm.read_text())
+        rates = {k: v["median_samples_per_s"] for k, v in data["results"].items()}
+        prov = data["provenance"]
+        lines.append(f"| chapter 9's MNIST teacher, one epoch of {prov['samples']:,} images on "
+                     f"{prov['threads']} thread(s): max-norm as a projection after each step against "
+                     f"a rescaling in the forward pass (median samples/s, ratio) | "
+                     f"{rates['projection']:,.0f} against {rates['forward renorm']:,.0f} "
+                     f"({data['speedup']:.2f}x) |")
     machines = set()
-    for name in ("benchmark_cifar10_fast.json", "benchmark_workers.json"):
+    for name in ("benchmark_cifar10_fast.json", "benchmark_workers.json", "benchmark_max_norm.json"):
         path = results / name
         if path.exists():
             env = json.loads(path.read_text())["provenance"]["environment"]

@@ -18,20 +18,40 @@ from torch import nn
 
 
 class MaxNormLinear(nn.Linear):
-    """A linear layer whose units' incoming weight vectors are used with a norm of at most
-    ``max_norm`` (Srivastava et al.'s max-norm constraint, which Hinton et al. (2015) used with
-    dropout). The rescaling is applied in the forward pass (``torch.renorm``), so it needs no
-    change to the optimiser and the saved weights are those of an ordinary ``nn.Linear``."""
+    """A linear layer whose units' incoming weight vectors have a norm of at most ``max_norm``
+    (Srivastava et al.'s max-norm constraint, which Hinton et al. (2015) used with dropout).
+
+    As in Srivastava et al., the constraint is a *projection* after each optimiser step:
+    :meth:`constrain_` rescales, in place and without gradients, every row of the weight whose
+    norm exceeds ``max_norm``; :func:`kdlib.train.train` calls it after every step (a loop of
+    your own must call :func:`constrain` after ``optimizer.step()``). The forward pass is that of
+    an ordinary ``nn.Linear``, so the saved weights are the weights used. (Rescaling inside the
+    forward pass instead, with autograd through the rescaling, made the teacher of chapter 9
+    about twice as slow: ``benchmarks/max_norm.py``.)"""
 
     def __init__(self, in_features: int, out_features: int, max_norm: float) -> None:
         super().__init__(in_features, out_features)
         if not max_norm > 0:
             raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
         self.max_norm = max_norm
+        self.constrain_()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = torch.renorm(self.weight, p=2, dim=0, maxnorm=self.max_norm)
-        return nn.functional.linear(x, weight, self.bias)
+    @torch.no_grad()
+    def constrain_(self) -> None:
+        """Rescale each unit's incoming weights whose norm exceeds ``max_norm`` onto it."""
+        self.weight.renorm_(p=2, dim=0, maxnorm=self.max_norm)
+
+
+def constrain(model: nn.Module) -> None:
+    """Apply the constraint of every layer of ``model`` that has one (``constrain_()``, e.g.
+    :class:`MaxNormLinear`): call it after each optimiser step."""
+    for module in constrained_modules(model):
+        module.constrain_()
+
+
+def constrained_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` with a constraint to apply after each step (``constrain_()``)."""
+    return [m for m in model.modules() if callable(getattr(m, "constrain_", None))]
 
 
 def mlp(hidden: list[int] | tuple[int, ...], in_features: int = 784, num_classes: int = 10,

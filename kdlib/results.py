@@ -556,6 +556,10 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
              f"libraries:  torch {env['torch']}, numpy {env['numpy']}, python {env['python']}"]
     if "data_source" in prov:
         lines.append(f"data:       {data_kind(prov['data_source'])}")
+    carried = prov.get("carried_over")
+    if carried:
+        made = carried["provenance"]["git_commit"][:7]
+        lines.append(f"carried:    {len(carried['rows'])} rows made at {made}, from {carried['from']}")
     training = sum(row.get("train_wall_s", 0.0) for row in data["rows"].values())
     lines.append(f"rows:       {len(data['rows'])}; their training time {training / 60:.0f} min")
     return lines

@@ -14,18 +14,35 @@ from kdlib.fidelity import fidelity
 from kdlib.models import MaxNormLinear, mlp
 
 
-def test_max_norm_caps_each_units_incoming_weights_and_keeps_small_ones() -> None:
+def test_max_norm_projects_each_units_incoming_weights_and_keeps_small_ones() -> None:
     torch.manual_seed(0)
     layer = MaxNormLinear(4, 3, max_norm=1.0)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[3.0, 4.0, 0, 0], [0.1, 0, 0, 0], [0, 0, 0, 2.0]]))
         layer.bias.zero_()
-    used = layer(torch.eye(4)).T  # row j: the weights unit j uses
-    assert torch.allclose(used[0], torch.tensor([0.6, 0.8, 0.0, 0.0]), atol=1e-4)  # norm 5 -> 1
-    assert torch.allclose(used[1], torch.tensor([0.1, 0.0, 0.0, 0.0]), atol=1e-4)  # kept
-    assert torch.allclose(used[2], torch.tensor([0.0, 0.0, 0.0, 1.0]), atol=1e-4)
+    layer.constrain_()
+    assert torch.allclose(layer.weight[0], torch.tensor([0.6, 0.8, 0.0, 0.0]), atol=1e-4)  # 5 -> 1
+    assert torch.allclose(layer.weight[1], torch.tensor([0.1, 0.0, 0.0, 0.0]), atol=1e-6)  # kept
+    assert torch.allclose(layer.weight[2], torch.tensor([0.0, 0.0, 0.0, 1.0]), atol=1e-4)
+    assert torch.equal(layer(torch.eye(4)).T, layer.weight.detach())  # the forward pass is plain
     with pytest.raises(ValueError, match="max_norm"):
         MaxNormLinear(2, 2, max_norm=0)
+
+
+def test_training_keeps_every_max_norm_row_within_its_bound() -> None:
+    from kdlib.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = mlp([16], max_norm=0.5)
+    x, y = torch.randn(256, 1, 28, 28), torch.randint(0, 10, (256,))
+    train(model, x, y, TrainConfig(epochs=2, batch_size=32, lr=0.5))
+    norms = model[1].weight.norm(dim=1)
+    assert norms.max() <= 0.5 + 1e-5
+    assert (norms > 0.5 - 1e-3).any()  # a large learning rate pushed some rows onto the bound
+    torch.manual_seed(0)
+    plain = mlp([16])
+    train(plain, x, y, TrainConfig(epochs=2, batch_size=32, lr=0.5))
+    assert plain[1].weight.norm(dim=1).max() > 0.5  # without the constraint they go past it
 
 
 def test_max_norm_mlp_starts_from_the_same_weights_as_a_plain_one() -> None:
@@ -145,3 +162,41 @@ def test_consistency_part_trains_each_teaching_and_keeps_the_other_runs_provenan
     assert len(on_disk["resumed"]) == 1 and data["rows"].keys() == on_disk["rows"].keys()
     with pytest.raises(ValueError, match="teaching"):
         anchors.ConsistencyRun("mixup", 1, 0)
+
+
+def carried_files(tmp_path, **changes):
+    """An earlier anchors file with consistency rows and a new one with MNIST rows only."""
+    scale = {"cifar_profile": "full", "cifar_seeds": [0, 1, 2], "patience": [1, 2], "teacher_epochs": 40}
+    provenance = {"profile": "full", "git_commit": "abc1234", "scale": scale,
+                  "cifar_data_source": "the course mirror cifar10-jpeg.tgz"}
+    old = {"experiment": "anchors", "provenance": provenance,
+           "rows": {"teacher": {"errors": 102}, "cifar_teacher": {"accuracy": 0.8},
+                    "consistency/nokd/x1/seed0": {"accuracy": 0.5}}}
+    new_scale = {**scale, "teacher_epochs": 200, **changes}
+    new = {"experiment": "anchors", "provenance": {"profile": "full", "git_commit": "def5678",
+                                                   "scale": new_scale, "parts": ["hinton"]},
+           "rows": {"teacher": {"errors": 75}}}
+    source, out = tmp_path / "old.json", tmp_path / "new.json"
+    source.write_text(json.dumps(old))
+    out.write_text(json.dumps(new))
+    return source, out
+
+
+def test_consistency_rows_carry_over_with_their_provenance_and_nothing_else(tmp_path) -> None:
+    source, out = carried_files(tmp_path)
+    assert anchors.carry_over_consistency(source, out, "old.json at abc1234") == 2
+    data = json.loads(out.read_text())
+    assert data["rows"]["teacher"] == {"errors": 75}  # the MNIST rows stay the new run's
+    assert set(data["rows"]) == {"teacher", "cifar_teacher", "consistency/nokd/x1/seed0"}
+    carried = data["provenance"]["carried_over"]
+    assert carried["provenance"]["git_commit"] == "abc1234" and carried["from"] == "old.json at abc1234"
+    assert "consistency" in anchors.recorded_parts(data)
+    with pytest.raises(Exception, match="already holds consistency rows"):
+        anchors.carry_over_consistency(source, out, "again")
+
+
+def test_consistency_rows_are_not_carried_over_a_change_of_their_settings(tmp_path) -> None:
+    source, out = carried_files(tmp_path, patience=[1, 3])
+    with pytest.raises(Exception, match="patience"):
+        anchors.carry_over_consistency(source, out, "old")
+    assert "cifar_teacher" not in json.loads(out.read_text())["rows"]

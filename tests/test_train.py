@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from torch import nn
 
 from kdlib.models import count_parameters, mlp
 from kdlib.train import TrainConfig, accuracy, predict_logits, train
@@ -167,3 +168,35 @@ def test_train_config_refuses_the_old_name_alpha() -> None:
             make()
     config = TrainConfig(label_weight=0.25)
     assert config.kd_weight == 0.75 and "alpha" not in config.to_dict()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_batched_optimiser_update_matches_pytorchs_per_parameter_loop_bit_for_bit(optimizer) -> None:
+    """kdlib's optimisers update all parameters in one batched call (``foreach``): the trained
+    weights must be exactly those of PyTorch's per-parameter loop, so that no published result
+    changes with it."""
+    from kdlib.train import make_optimizer
+
+    x, y = torch.randn(256, 20), torch.randint(0, 3, (256,))
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05, optimizer=optimizer, weight_decay=1e-3)
+
+    def trained(make) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 3))
+        opt = make(model)
+        for idx in torch.arange(256).split(32):
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return [p.detach() for p in model.parameters()]
+
+    def per_parameter(model):
+        if optimizer == "adam":
+            return torch.optim.Adam(model.parameters(), lr=0.05, weight_decay=1e-3, foreach=False)
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                               weight_decay=1e-3, foreach=False)
+
+    assert make_optimizer(nn.Linear(2, 2), config).defaults["foreach"] is True
+    for a, b in zip(trained(lambda m: make_optimizer(m, config)), trained(per_parameter)):
+        assert torch.equal(a, b)

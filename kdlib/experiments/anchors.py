@@ -25,6 +25,7 @@ on test images.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -96,7 +97,7 @@ class AnchorScale:
 SCALES: dict[str, AnchorScale] = {
     "quick": AnchorScale(train_size=3_000, seeds=(0,), teacher_epochs=2, student_epochs=2,
                          validation_size=500, self_distillation=False),
-    "full": AnchorScale(train_size=None, seeds=(0, 1, 2), teacher_epochs=40, student_epochs=20,
+    "full": AnchorScale(train_size=None, seeds=(0, 1, 2), teacher_epochs=200, student_epochs=20,
                         validation_size=5_000, cifar_profile="full", cifar_seeds=(0, 1, 2), patience=(1, 2)),
 }
 SCALES["paper"] = SCALES["full"]
@@ -419,6 +420,60 @@ def run_anchors(profile: str = "quick", out: Path | str | None = None, progress:
     return results.data
 
 
+CONSISTENCY_SETTINGS = ("cifar_profile", "cifar_seeds", "patience")
+"""The scale settings the consistency part reads; the others belong to the MNIST parts."""
+
+
+def is_consistency_row(row_id: str) -> bool:
+    return row_id == "cifar_teacher" or row_id.startswith("consistency/")
+
+
+def carry_over_consistency(source: Path | str, out: Path | str, source_label: str) -> int:
+    """Copy the consistency part's rows (chapter 8's CIFAR-10 teacher, ``cifar_teacher``, and
+    its students) from an earlier anchors result file ``source`` into the result file ``out``.
+
+    For a change that touches only the MNIST parts (their teacher's schedule, say): rerunning the
+    CIFAR-10 teacher and its 18 students would remake rows that nothing in the change reads. The
+    two files must hold the same experiment at the same profile, from the same copy of CIFAR-10,
+    with the same consistency settings (:data:`CONSISTENCY_SETTINGS`), and ``out`` must hold no
+    consistency row yet; else :class:`kdlib.errors.UsageError`. The copy is recorded in
+    ``out``'s provenance under ``carried_over``: ``source_label`` (where the rows came from, e.g.
+    a file at a commit), the source's provenance and the ids of the rows, so that every row can
+    still be traced to the run that made it. Returns the number of rows copied."""
+    from filelock import FileLock
+
+    from kdlib.errors import UsageError
+    from kdlib.results import atomic_write_json
+
+    old = json.loads(Path(source).read_text())
+    target = Path(out)
+    with FileLock(str(target) + ".lock"):
+        new = json.loads(target.read_text())
+        old_prov, new_prov = old["provenance"], new["provenance"]
+        problems = []
+        if old["experiment"] != new["experiment"]:
+            problems.append(f"experiment {old['experiment']!r} against {new['experiment']!r}")
+        for key in ("profile", "cifar_data_source"):
+            if old_prov.get(key) != new_prov.get(key) and new_prov.get(key) is not None:
+                problems.append(f"{key} {old_prov.get(key)!r} against {new_prov.get(key)!r}")
+        for key in CONSISTENCY_SETTINGS:
+            if old_prov["scale"].get(key) != new_prov["scale"].get(key):
+                problems.append(f"{key} {old_prov['scale'].get(key)!r} against {new_prov['scale'].get(key)!r}")
+        if any(is_consistency_row(row_id) for row_id in new["rows"]):
+            problems.append(f"{target} already holds consistency rows")
+        if problems:
+            raise UsageError(f"cannot carry the consistency rows of {source} over: {'; '.join(problems)}. "
+                             "Run the part instead: python -m kdlib.experiments anchors --profile "
+                             f"{new_prov.get('profile')} --parts consistency --out {target}")
+        rows = {k: v for k, v in old["rows"].items() if is_consistency_row(k)}
+        new["rows"].update(rows)
+        new_prov.setdefault("cifar_data_source", old_prov.get("cifar_data_source"))
+        new_prov["carried_over"] = {"from": source_label, "parts": ["consistency"], "rows": sorted(rows),
+                                    "provenance": old_prov, "resumed": old.get("resumed", [])}
+        atomic_write_json(target, new)
+    return len(rows)
+
+
 # ------------------------------------------------------------------------------------------------
 # Tables for the chapter
 
@@ -452,6 +507,8 @@ def recorded_scale(data: dict[str, Any]) -> AnchorScale:
 def recorded_parts(data: dict[str, Any]) -> tuple[str, ...]:
     """The parts the runs of a result file were asked for (all of them where a run does not say)."""
     runs = [data["provenance"], *data.get("resumed", [])]
+    carried = data["provenance"].get("carried_over")
+    runs += [carried] if carried else []
     asked = {part for run in runs for part in run.get("parts", PARTS)}
     return tuple(part for part in PARTS if part in asked)
 
