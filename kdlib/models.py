@@ -27,7 +27,7 @@ class MaxNormLinear(nn.Linear):
     your own must call :func:`constrain` after ``optimizer.step()``). The forward pass is that of
     an ordinary ``nn.Linear``, so the saved weights are the weights used. (Rescaling inside the
     forward pass instead, with autograd through the rescaling, made the teacher of chapter 9
-    about twice as slow: ``benchmarks/max_norm.py``.)"""
+    several times slower: ``benchmarks/max_norm.py``.)"""
 
     def __init__(self, in_features: int, out_features: int, max_norm: float) -> None:
         super().__init__(in_features, out_features)
