@@ -68,7 +68,7 @@ def table(results: Path = ROOT / "results") -> str:
         data = json.loads(max_norm.read_text())
         rates = {k: v["median_samples_per_s"] for k, v in data["results"].items()}
         prov = data["provenance"]
-        lines.append(f"| chapter 9's MNIST teacher, one epoch of {prov['samples']:,} images on "
+        lines.append(f"| chapter 9's MNIST teacher, one pass over {prov['samples']:,} images on "
                      f"{prov['threads']} thread(s): max-norm as a projection after each step against "
                      f"a rescaling in the forward pass (median samples/s, ratio) | "
                      f"{rates['projection']:,.0f} against {rates['forward renorm']:,.0f} "
