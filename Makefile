@@ -34,7 +34,7 @@ $(STAMP): requirements-lock.txt pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-cell-timeout=1800 \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -v
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -v --durations=25
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -3,10 +3,8 @@
     python benchmarks/summary.py                          # print it
     python benchmarks/summary.py --write CONTRIBUTING.md  # replace it between the markers
 
-Every number is read from ``results/benchmark_cifar10_fast.json``,
-``results/benchmark_workers.json`` (Table 1's quick profile), ``benchmark_workers_full.json`` (its
-full profile) and ``results/benchmark_max_norm.json``; ``tests/test_layout.py`` fails when the file's table differs
-from what this prints.
+Every number is read from the benchmarks' result files in ``results/`` (:data:`FILES`);
+``tests/test_layout.py`` fails when the file's table differs from what this prints.
 """
 
 from __future__ import annotations
@@ -21,6 +19,9 @@ from kdlib.course.layout import replace_between, write_generated
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- performance:begin (python benchmarks/summary.py --write CONTRIBUTING.md) -->"
 END = "<!-- performance:end -->"
+FILES = ("benchmark_cifar10_fast.json", "benchmark_airbench94_reference.json", "benchmark_cifar10_recipes.json",
+         "benchmark_workers.json", "benchmark_workers_full.json", "benchmark_stacked_seeds.json",
+         "benchmark_max_norm.json")
 
 
 def fast_rows(results: Path) -> list[dict]:
@@ -57,6 +58,7 @@ def table(results: Path = ROOT / "results") -> str:
             + (f"{statistics.median(reached) / 60:.1f} ({len(reached)} of {n} seeds reached it) |"
                if reached else f"not reached by {n} seed(s) |"),
         ]
+    lines += reference_rows(results) + recipe_rows(results)
     for workers in (results / "benchmark_workers.json", results / "benchmark_workers_full.json"):
         if not workers.exists():
             continue
@@ -65,6 +67,14 @@ def table(results: Path = ROOT / "results") -> str:
         lines.append(f"| Table 1 ({data['provenance']['profile']} profile), one process against two "
                      f"(median s, ratio) | {med['1 process']:.1f} against {med['2 processes']:.1f} "
                      f"({data['ratio_one_over_two']:.2f}x) |")
+    stacked = results / "benchmark_stacked_seeds.json"
+    if stacked.exists():
+        data = json.loads(stacked.read_text())
+        prov, rates = data["provenance"], data["images_per_s"]
+        lines.append(f"| Table 1's student ({prov['student']}), {prov['seeds']} seeds stacked in one model "
+                     f"(batched matrix products) against one seed at a time, {prov['threads']} thread(s) "
+                     f"(median images/s, ratio) | {rates['stacked']:,.0f} against {rates['sequential']:,.0f} "
+                     f"({data['ratio']:.2f}x) |")
     max_norm = results / "benchmark_max_norm.json"
     if max_norm.exists():
         data = json.loads(max_norm.read_text())
@@ -76,8 +86,7 @@ def table(results: Path = ROOT / "results") -> str:
                      f"{rates['projection']:,.0f} against {rates['forward renorm']:,.0f} "
                      f"({data['speedup']:.2f}x) |")
     machines = set()
-    for name in ("benchmark_cifar10_fast.json", "benchmark_workers.json", "benchmark_workers_full.json",
-                 "benchmark_max_norm.json"):
+    for name in FILES:
         path = results / name
         if path.exists():
             env = json.loads(path.read_text())["provenance"]["environment"]
@@ -85,6 +94,41 @@ def table(results: Path = ROOT / "results") -> str:
     note = ("Measured on " + "; ".join(sorted(machines)) + ", a shared machine whose other load was "
             "not controlled: read the times as those of one run.") if machines else ""
     return "\n".join(lines) + ("\n\n" + note if note else "")
+
+
+def reference_rows(results: Path) -> list[str]:
+    """airbench94's own code on the same data (benchmarks/airbench94_reference.py)."""
+    path = results / "benchmark_airbench94_reference.json"
+    if not path.exists():
+        return []
+    rows = list(json.loads(path.read_text())["rows"].values())
+    epochs = "/".join(map(str, sorted({r["epochs"] for r in rows})))
+    return [f"| airbench94's own training code ported to this CPU, same mirror, {epochs} epochs, {len(rows)} "
+            f"seed(s): test accuracy with test-time augmentation (mean ± sd, %) | "
+            f"{spread([r['test_accuracy'] for r in rows])} |"]
+
+
+def recipe_rows(results: Path) -> list[str]:
+    """Chapter 6's ResNet teacher against the fast recipe (benchmarks/cifar10_recipes.py)."""
+    path = results / "benchmark_cifar10_recipes.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    resnet, fast = data["recipes"]["resnet"], data["recipes"]["fast"]
+
+    def minutes(recipe: dict, target: str) -> str:
+        m = recipe[f"minutes_to_{target}"]
+        return f"not reached in its {recipe['epochs']} epochs" if m is None else f"{m:.0f}"
+
+    old = data["targets"]["resnet_final"]
+    return [
+        f"| one epoch of 50,000 images: chapter 6's ResNet teacher against the fast recipe (s, ratio) | "
+        f"{resnet['epoch_s']:.0f} against {fast['epoch_s']:.0f} ({data['epoch_time_ratio']:.1f}x) |",
+        f"| time to 90% test accuracy, one view, at that rate: ResNet teacher against fast recipe (min) | "
+        f"{minutes(resnet, '90')} against {minutes(fast, '90')} |",
+        f"| time to the ResNet teacher's final accuracy ({old:.1f}%, one view) at that rate (min) | "
+        f"{minutes(resnet, 'resnet_final')} against {minutes(fast, 'resnet_final')} |",
+    ]
 
 
 def replace_block(text: str, block: str) -> str:

@@ -32,6 +32,8 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -531,6 +533,21 @@ class ResultFile:
         other writer of this file is in the middle of writing one."""
         for orphan in self.target.parent.glob(f".{glob.escape(self.target.name)}.*.tmp"):
             orphan.unlink(missing_ok=True)
+
+
+@contextmanager
+def editing(path: Path | str) -> Iterator[dict[str, Any]]:
+    """Change an existing result file by hand of code, as one step: ``with editing(path) as data:``
+    yields its parsed content under the same lock that :meth:`ResultFile.save` takes, and writes
+    ``data`` back atomically when the block ends without an exception (nothing is written if it
+    raises)."""
+    from filelock import FileLock
+
+    target = write_target(Path(path))
+    with FileLock(str(target.with_name(target.name + ".lock")), timeout=LOCK_TIMEOUT_S):
+        data = load_results(path)
+        yield data
+        atomic_write_json(path, data)
 
 
 def load_results(path: Path | str) -> dict[str, Any]:

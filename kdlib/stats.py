@@ -3,7 +3,8 @@
 A KD student and a labels-only student that share a seed share their initial weights, data order
 and training subset, so the difference of their accuracies, seed by seed, removes the variation
 that both have in common. :func:`paired_gap` summarises those differences with a Student-t 95%
-confidence interval for their mean.
+confidence interval for their mean. Runs that share nothing (two recipes, each with its own seeds)
+are compared by :func:`unpaired_gap`, Welch's interval for the difference of two means.
 """
 
 from __future__ import annotations
@@ -17,16 +18,12 @@ import pandas as pd
 from scipy import stats
 
 
-@dataclass(frozen=True)
-class PairedGap:
-    """Mean of the paired differences ``a - b``, their standard deviation and a confidence interval."""
+class Interval:
+    """What a gap with a confidence interval says: its mean and whether the interval excludes 0."""
 
     mean: float
-    std: float
-    n: int
     low: float
     high: float
-    level: float
 
     @property
     def excludes_zero(self) -> bool:
@@ -35,6 +32,18 @@ class PairedGap:
 
     def __str__(self) -> str:
         return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+
+@dataclass(frozen=True)
+class PairedGap(Interval):
+    """Mean of the paired differences ``a - b``, their standard deviation and a confidence interval."""
+
+    mean: float
+    std: float
+    n: int
+    low: float
+    high: float
+    level: float
 
 
 def paired_gap(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> PairedGap:
@@ -53,6 +62,43 @@ def paired_gap(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> P
     std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     half = stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n)
     return PairedGap(mean, std, n, mean - half, mean + half, level)
+
+
+@dataclass(frozen=True)
+class UnpairedGap(Interval):
+    """Difference of two independent means ``mean(a) - mean(b)``, its standard error and
+    Welch's confidence interval (Welch-Satterthwaite degrees of freedom ``df``)."""
+
+    mean: float
+    se: float
+    df: float
+    low: float
+    high: float
+    level: float
+
+
+def unpaired_gap(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> UnpairedGap:
+    """Welch's interval for ``mean(a) - mean(b)`` from independent runs (at least 2 in each, not
+    all equal in both)."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"an unpaired interval needs at least 2 runs on each side, got {len(a)} and {len(b)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if not all(math.isfinite(x) for x in [*a, *b]):
+        raise ValueError("the samples contain NaN or infinite values")
+
+    def mean_and_var(x: Sequence[float]) -> tuple[float, float]:
+        m = sum(x) / len(x)
+        return m, sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+    (ma, va), (mb, vb) = mean_and_var(a), mean_and_var(b)
+    qa, qb = va / len(a), vb / len(b)
+    if qa + qb == 0:
+        raise ValueError("both samples have no spread: an interval cannot be computed")
+    se = math.sqrt(qa + qb)
+    df = (qa + qb) ** 2 / (qa ** 2 / (len(a) - 1) + qb ** 2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return UnpairedGap(ma - mb, se, df, ma - mb - half, ma - mb + half, level)
 
 
 def matching_rows(frame: pd.DataFrame, **conditions: Any) -> pd.DataFrame:

@@ -224,3 +224,20 @@ def test_tables_select_the_planned_runs_and_raise_when_one_is_missing() -> None:
     del broken["rows"][gone]
     with pytest.raises(MissingRows, match=f"1 planned row.*{gone}.*kdlib.experiments regimes --profile full"):
         regimes.gain_by_size(broken)
+
+
+def test_unpaired_gap_is_welchs_interval() -> None:
+    from scipy import stats as sps
+
+    from kdlib.stats import unpaired_gap
+
+    a, b = [91.6, 91.55, 91.62], [91.29, 91.26, 91.32, 91.30]
+    gap = unpaired_gap(a, b)
+    reference = sps.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert gap.mean == pytest.approx(sum(a) / 3 - sum(b) / 4)
+    assert (gap.low, gap.high) == (pytest.approx(reference.low), pytest.approx(reference.high))
+    assert gap.excludes_zero and not unpaired_gap([1.0, 2.0], [1.5, 1.4]).excludes_zero
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        unpaired_gap([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="no spread"):
+        unpaired_gap([1.0, 1.0], [2.0, 2.0])

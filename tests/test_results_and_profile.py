@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kdlib.profile import check_profile, current_profile
-from kdlib.results import ResultFile, atomic_write_json, load_results, new_provenance
+from kdlib.results import ResultFile, atomic_write_json, editing, load_results, new_provenance
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path: Path) -> None:
@@ -93,3 +93,21 @@ def test_a_resumed_run_records_into_its_own_provenance(tmp_path) -> None:
     data = json.loads(path.read_text())
     assert data["provenance"]["environment"]["torch_threads"] == 2  # the first run's, untouched
     assert data["resumed"][-1]["environment"]["torch_threads"] == 1
+
+
+def test_editing_writes_on_success_and_nothing_when_the_block_raises(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    results = ResultFile(path, "exp", new_provenance(command="x"))
+    results.put("a", {"accuracy": 0.5})
+    with editing(path) as data:
+        data["rows"]["b"] = {"accuracy": 0.25}
+    assert set(load_results(path)["rows"]) == {"a", "b"}
+    with pytest.raises(RuntimeError):
+        with editing(path) as data:
+            data["rows"].clear()
+            raise RuntimeError("a check failed half way")
+    assert set(load_results(path)["rows"]) == {"a", "b"}
+    assert (tmp_path / "r.json.lock").exists()  # the lock ResultFile.save takes
+    with pytest.raises(FileNotFoundError):
+        with editing(tmp_path / "missing.json"):
+            pass

@@ -440,15 +440,12 @@ def carry_over_consistency(source: Path | str, out: Path | str, source_label: st
     ``out``'s provenance under ``carried_over``: ``source_label`` (where the rows came from, e.g.
     a file at a commit), the source's provenance and the ids of the rows, so that every row can
     still be traced to the run that made it. Returns the number of rows copied."""
-    from filelock import FileLock
-
     from kdlib.errors import UsageError
-    from kdlib.results import atomic_write_json
+    from kdlib.results import editing
 
     old = json.loads(Path(source).read_text())
     target = Path(out)
-    with FileLock(str(target) + ".lock"):
-        new = json.loads(target.read_text())
+    with editing(target) as new:
         old_prov, new_prov = old["provenance"], new["provenance"]
         problems = []
         if old["experiment"] != new["experiment"]:
@@ -470,7 +467,6 @@ def carry_over_consistency(source: Path | str, out: Path | str, source_label: st
         new_prov.setdefault("cifar_data_source", old_prov.get("cifar_data_source"))
         new_prov["carried_over"] = {"from": source_label, "parts": ["consistency"], "rows": sorted(rows),
                                     "provenance": old_prov, "resumed": old.get("resumed", [])}
-        atomic_write_json(target, new)
     return len(rows)
 
 
