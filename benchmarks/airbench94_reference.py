@@ -5,9 +5,12 @@
 :mod:`kdlib.fastnet` is kdlib's own re-expression of airbench94's ideas. This script is the
 other side of the comparison: the training loop of ``legacy/airbench94.py`` from Keller
 Jordan's cifar10-airbench (MIT licence, (c) 2024 Keller Jordan), kept line for line where it
-can be, with only what a CPU needs changed: float32 weights under bfloat16 autocast (airbench
-keeps fp16 weights on a GPU), the course's CIFAR-10 mirror instead of torchvision's download,
-and a seeded generator. Same epochs, same data, same precision: if kdlib's recipe reached a
+can be, with only what a CPU and the course's data need changed: float32 weights and optimiser
+state with the convolutions and products in bfloat16 under autocast (airbench keeps float16
+weights and float16 updates, with float32 batch norms, on a GPU); the course's CIFAR-10 mirror
+instead of torchvision's download, its whitening fitted on a random 5,000 training images
+(airbench takes the first 5,000 of the original files; the mirror is sorted by class); and a
+seeded generator. The number of epochs is an argument (airbench94 trains 9.9). Same epochs, same data, same precision: if kdlib's recipe reached a
 clearly lower accuracy than this, kdlib's version would have a fault; if they agree, the
 accuracy is what this network, this schedule and this copy of the data give.
 
@@ -188,7 +191,9 @@ def run(data, epochs: int, seed: int) -> dict:
                     e.lerp_(p, 1 - decay)
                     p.copy_(e)
 
-    init_whitening(model[0], train[:5000])
+    # airbench fits the whitening on the first 5,000 training images, a random sample of the
+    # original files; the course's mirror is sorted by class, so a random sample stands for them
+    init_whitening(model[0], train[torch.randperm(len(train), generator=gen)[:5000]])
     # airbench pre-flips a random half once, then mirrors every image on odd epochs
     flip = torch.rand(len(train), generator=gen) < 0.5
     padded = F.pad(torch.where(flip[:, None, None, None], train.flip(-1), train), (2,) * 4, "reflect")
