@@ -64,6 +64,12 @@ def paired_gap(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> P
     return PairedGap(mean, std, n, mean - half, mean + half, level)
 
 
+def mean_interval(values: Sequence[float], level: float = 0.95) -> PairedGap:
+    """The mean of ``values`` (at least 2) with its Student-t confidence interval: the paired
+    summary of ``values`` against zeros."""
+    return paired_gap(values, [0.0] * len(values), level)
+
+
 @dataclass(frozen=True)
 class UnpairedGap(Interval):
     """Difference of two independent means ``mean(a) - mean(b)``, its standard error and

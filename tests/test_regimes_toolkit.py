@@ -241,3 +241,11 @@ def test_unpaired_gap_is_welchs_interval() -> None:
         unpaired_gap([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="no spread"):
         unpaired_gap([1.0, 1.0], [2.0, 2.0])
+
+
+def test_mean_interval_is_the_t_interval_of_a_mean() -> None:
+    from kdlib.stats import mean_interval
+
+    gap = mean_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, n 3: half-width t(0.975, 2) / sqrt(3)
+    assert gap.mean == pytest.approx(2.0)
+    assert gap.high - gap.mean == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)

@@ -178,6 +178,23 @@ def planned_rows(data: dict[str, Any], row_ids: list[str], command: str) -> list
     return [data["rows"][row_id] for row_id in row_ids]
 
 
+def start_results(out: Path | str | None, experiment: str, command: str | None, profile: str, scale: Any,
+                  dataset: str, source: str, threads: int) -> "ResultFile":
+    """The result file a run writes (held in memory on every rank but the main one): its
+    provenance (command, profile, scale, dataset), the copy of the data it reads (checked
+    against the rows already there) and the thread count it trains with."""
+    from dataclasses import asdict
+
+    from kdlib.distributed import rank
+    from kdlib.results import ResultFile, new_provenance
+
+    results = ResultFile(out if rank().is_main else None, experiment,
+                         new_provenance(command, profile=profile, scale=asdict(scale), dataset=dataset))
+    results.use_data_source(source)
+    results.run_provenance["environment"]["torch_threads"] = threads
+    return results
+
+
 def check_time_budget(seconds: float | None) -> float | None:
     """A time budget must be ``None`` (no budget) or a finite number of seconds >= 0."""
     if seconds is None:

@@ -39,14 +39,14 @@ from torch import Tensor
 from kdlib.checkpoints import record_teacher
 from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
 from kdlib.distributed import broadcast, one_for_all, rank, run_rows
-from kdlib.experiments import planned_rows, run_command
+from kdlib.experiments import planned_rows, run_command, start_results
 from kdlib.experiments.mnist import cached_teacher
 from kdlib.experiments.regimes import TEACHERS
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.methods import DISTTerm, DKDTerm, KDTerm, LabelTerm, SPTerm, StandardizedKDTerm
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
-from kdlib.results import ResultFile, new_provenance
+from kdlib.results import ResultFile
 from kdlib.stats import PairedGap, paired_gap
 from kdlib.terms import Term
 from kdlib.threads import set_threads
@@ -267,11 +267,8 @@ def run_modern(profile: str = "quick", out: Path | str | None = None, progress: 
     scale = SCALES[check_profile(profile)]
     budget = TimeBudget(time_budget_s)
     where = rank()
-    results = ResultFile(out if where.is_main else None, EXPERIMENT,
-                         new_provenance(command, profile=profile, scale=asdict(scale), dataset="MNIST"))
     dataset = dataset if dataset is not None else load_mnist()
-    results.use_data_source(dataset.source)
-    results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
+    results = start_results(out, EXPERIMENT, command, profile, scale, "MNIST", dataset.source, set_threads("mlp"))
     data = split(dataset, scale)
 
     def make_teacher() -> torch.nn.Module:

@@ -32,12 +32,12 @@ from torch import Tensor, nn
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import ImageDataset, load_cifar10, normalize
 from kdlib.distributed import one_for_all, rank
+from kdlib.experiments import start_results
 from kdlib.experiments.modern import ModernRun, run_phases, terms_for
 from kdlib.fastnet import (FastRecipe, fast_accuracy, fast_cifar_net, teacher_key, train_fast, view_count,
                            view_logits)
 from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
-from kdlib.results import ResultFile, new_provenance
 from kdlib.threads import set_threads
 from kdlib.train import accuracy
 
@@ -187,11 +187,9 @@ def run_modern_cifar(profile: str = "quick", out: Path | str | None = None, prog
     scale = SCALES[check_profile(profile)]
     budget = TimeBudget(time_budget_s)
     where = rank()
-    results = ResultFile(out if where.is_main else None, EXPERIMENT,
-                         new_provenance(command, profile=profile, scale=asdict(scale), dataset="CIFAR-10"))
     dataset = dataset if dataset is not None else load_cifar10()
-    results.use_data_source(dataset.source)
-    results.run_provenance["environment"]["torch_threads"] = set_threads("resnet")
+    results = start_results(out, EXPERIMENT, command, profile, scale, "CIFAR-10", dataset.source,
+                            set_threads("resnet"))
     data = split(dataset, scale)
 
     def teacher_and_views() -> nn.Module:
