@@ -537,12 +537,14 @@ class ResultFile:
 
 @contextmanager
 def editing(path: Path | str) -> Iterator[dict[str, Any]]:
-    """Change an existing result file by hand of code, as one step: ``with editing(path) as data:``
-    yields its parsed content under the same lock that :meth:`ResultFile.save` takes, and writes
+    """Change an existing result file in one locked step: ``with editing(path) as data:`` yields
+    its parsed content under the same lock that :meth:`ResultFile.save` takes, and writes
     ``data`` back atomically when the block ends without an exception (nothing is written if it
-    raises)."""
+    raises). A missing file is refused before any lock file is made."""
     from filelock import FileLock
 
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no result file at {path}: run the experiment's command to create it")
     target = write_target(Path(path))
     with FileLock(str(target.with_name(target.name + ".lock")), timeout=LOCK_TIMEOUT_S):
         data = load_results(path)

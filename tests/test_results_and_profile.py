@@ -111,3 +111,4 @@ def test_editing_writes_on_success_and_nothing_when_the_block_raises(tmp_path: P
     with pytest.raises(FileNotFoundError):
         with editing(tmp_path / "missing.json"):
             pass
+    assert not (tmp_path / "missing.json.lock").exists()
