@@ -31,13 +31,14 @@ from torch import Tensor, nn
 
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.data import ImageDataset, load_cifar10, normalize
-from kdlib.distributed import one_for_all, rank
+from kdlib.distributed import Rank, one_for_all, rank
 from kdlib.experiments import start_results
 from kdlib.experiments.modern import ModernRun, run_phases, terms_for
 from kdlib.fastnet import (FastRecipe, fast_accuracy, fast_cifar_net, teacher_key, train_fast, view_count,
                            view_logits)
 from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
+from kdlib.results import ResultFile
 from kdlib.threads import set_threads
 from kdlib.train import accuracy
 
@@ -139,6 +140,34 @@ def make_teacher(data: CifarSplit, scale: CifarScale) -> tuple[nn.Module, dict[s
     return cached_model("fastnet", key, build, fit)
 
 
+def teacher_views(results: ResultFile, data: CifarSplit, scale: CifarScale, where: Rank) -> Tensor:
+    """The teacher's logits on every view of the students' training images, ``(views, images,
+    classes)``: the teacher and its logits come from the checkpoint cache (or are made, on the
+    main rank, and shared); the teacher's row ``"teacher"`` is recorded in ``results``."""
+    dataset = data.dataset
+    shape = (view_count(scale.translate), len(data.x_train), len(dataset.classes))
+
+    def make() -> nn.Module:
+        teacher, info = make_teacher(data, scale)
+        record_teacher(results, "teacher", teacher, lambda: {
+            "kind": "teacher", "recipe": scale.teacher_recipe().to_dict(), "seed": TEACHER_SEED, **info,
+            "accuracy": fast_accuracy(teacher, dataset, scale.teacher_recipe()) / 100,
+            "validation_accuracy": accuracy(teacher, normalize(data.x_val, dataset.mean, dataset.std), data.y_val)},
+            ("accuracy", 5e-4))
+        key = {"teacher": teacher_key(scale.teacher_recipe(), TEACHER_SEED, dataset.source, scale.teacher_images),
+               "translate": scale.translate, "images": asdict(scale)["student_images"],
+               "validation": scale.validation, "kind": "view-logits"}
+
+        def fill(views: nn.Module) -> dict[str, Any]:
+            views.logits.copy_(view_logits(teacher, data.x_train, dataset.mean, dataset.std, scale.translate))
+            return {"views": shape[0]}
+
+        views, _ = cached_model("fastnet-views", key, lambda: ViewLogits(shape), fill)
+        return views
+
+    return one_for_all(make, lambda: ViewLogits(shape), where).logits
+
+
 def test_inputs(dataset: ImageDataset) -> Tensor:
     return normalize(dataset.test_images, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
 
@@ -191,30 +220,9 @@ def run_modern_cifar(profile: str = "quick", out: Path | str | None = None, prog
     results = start_results(out, EXPERIMENT, command, profile, scale, "CIFAR-10", dataset.source,
                             set_threads("resnet"))
     data = split(dataset, scale)
-
-    def teacher_and_views() -> nn.Module:
-        teacher, info = make_teacher(data, scale)
-        record_teacher(results, "teacher", teacher, lambda: {
-            "kind": "teacher", "recipe": scale.teacher_recipe().to_dict(), "seed": TEACHER_SEED, **info,
-            "accuracy": fast_accuracy(teacher, data.dataset, scale.teacher_recipe()) / 100,
-            "validation_accuracy": accuracy(teacher, normalize(data.x_val, dataset.mean, dataset.std), data.y_val)},
-            ("accuracy", 5e-4))
-        key = {"teacher": teacher_key(scale.teacher_recipe(), TEACHER_SEED, dataset.source, scale.teacher_images),
-               "translate": scale.translate, "images": asdict(scale)["student_images"],
-               "validation": scale.validation, "kind": "view-logits"}
-        shape = (view_count(scale.translate), len(data.x_train), len(dataset.classes))
-
-        def fill(views: nn.Module) -> dict[str, Any]:
-            views.logits.copy_(view_logits(teacher, data.x_train, dataset.mean, dataset.std, scale.translate))
-            return {"views": shape[0]}
-
-        views, _ = cached_model("fastnet-views", key, lambda: ViewLogits(shape), fill)
-        return views
-
-    soft = one_for_all(teacher_and_views, lambda: ViewLogits((view_count(scale.translate), len(data.x_train),
-                                                               len(dataset.classes))), where).logits
+    soft = teacher_views(results, data, scale, where)
     run_phases(results, scale, lambda run: run_student(run, scale, data, soft), budget.spent, where, progress)
     return results.data
 
 
-__all__ = ["CifarScale", "SCALES", "run_modern_cifar"]
+__all__ = ["CifarScale", "CifarSplit", "SCALES", "run_modern_cifar", "split", "teacher_views"]

@@ -1,0 +1,252 @@
+"""Table 2's question on a CPU-trained teacher: the fast recipe's network distilled into narrower
+copies of itself.
+
+Chapter 6 reproduces the report's Table 2 with ResNets, whose teacher this CPU cannot afford
+(hours per epoch schedule; the committed rows were trained on a lent GPU). This experiment asks
+the table's questions of the fast recipe (:mod:`kdlib.fastnet`), whose teacher trains here in
+about 20 minutes:
+
+* **the teacher** is chapter 10's (:mod:`kdlib.experiments.modern_cifar`): the fast network
+  (widths 64/256/256), 20 epochs on all 50,000 training images, cached; the same split (5,000
+  validation images the students never see) and the same teacher logits on every view of the
+  students' 45,000 training images;
+* **the students** keep the recipe and change its one shape knob, the widths of its three conv
+  groups (the report's students change ResNet depth and stride, which this network does not
+  have): a small, the "ideal" (chapter 10's student) and a large student, each trained with the
+  KD loss and with the labels alone from the same initial weights and data order (a pair per
+  seed);
+* **the reduced set**: the ideal student on 500 images of each class (the report's reduced set,
+  drawn at random from the students' images), for as many optimiser steps as on the full set
+  (the recipe's epoch counts scaled by the images' ratio), with and without the KD loss.
+
+The KD loss is the course's (temperature 4, weight 0.5 beside the labels' 0.5); every label term
+keeps the recipe's label smoothing of 0.2, so only the distillation term differs within a pair.
+
+    python -m kdlib.experiments cifar10-fast --profile full    # results/cifar10_fast_full.json
+
+The quick profile uses chapter 10's quick teacher (a small network on 2,000 images), so that CI
+runs the whole pipeline in under a minute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from kdlib.bench import count_flops
+from kdlib.data import ImageDataset, first_per_class, load_cifar10, normalize
+from kdlib.distributed import broadcast, rank, run_rows
+from kdlib.experiments import KD_TEMPERATURE, TimeBudget, planned_rows, run_command, start_results
+from kdlib.experiments import modern_cifar
+from kdlib.experiments.modern import terms_for
+from kdlib.fastnet import FastRecipe, fast_accuracy, fast_cifar_net, train_fast
+from kdlib.precision import use_bfloat16
+from kdlib.profile import check_profile
+from kdlib.stats import PairedGap, mean_interval, paired_gap
+from kdlib.threads import set_threads
+from kdlib.train import accuracy
+
+EXPERIMENT = "cifar10-fast"
+
+
+@dataclass(frozen=True)
+class FastRow:
+    """One row of the table: the student's widths (scaled by the profile), the loss, the data."""
+
+    name: str
+    size: str  # "small", "ideal" or "large": a key of the scale's ``widths``
+    kd: bool = True
+    reduced: bool = False
+
+    def row_id(self, seed: int) -> str:
+        data = "reduced" if self.reduced else "full"
+        return f"{self.size}/{'kd' if self.kd else 'labels'}/{data}/seed{seed}"
+
+
+TABLE: tuple[FastRow, ...] = (
+    FastRow("Ideal", "ideal"),
+    FastRow("Ideal, labels only", "ideal", kd=False),
+    FastRow("Ideal on reduced set", "ideal", reduced=True),
+    FastRow("Ideal on reduced set, labels only", "ideal", kd=False, reduced=True),
+    FastRow("Small", "small"),
+    FastRow("Small, labels only", "small", kd=False),
+    FastRow("Large", "large"),
+    FastRow("Large, labels only", "large", kd=False),
+)
+"""The rows, in the order they run: the report's claim (the ideal student with and without KD, on
+the full and the reduced set) first, then the other sizes; each KD row is followed by its pair."""
+
+
+@dataclass(frozen=True)
+class FastScale:
+    """How big a run is in a profile: chapter 10's teacher, split and student recipe
+    (``base``), the students' widths, the reduced set's size and the seeds of every row."""
+
+    base: modern_cifar.CifarScale
+    widths: dict[str, tuple[int, int, int]]
+    reduced_per_class: int
+    seeds: tuple[int, ...]
+
+    def recipe(self, row: FastRow, images: int, full_images: int) -> FastRecipe:
+        """The student recipe of ``row`` trained on ``images`` images: chapter 10's, at the row's
+        widths. On the reduced set every epoch count is multiplied by the full set's batches per
+        epoch (``full_images``) over the reduced set's, rounded, so that both take about the same
+        number of optimiser steps."""
+        recipe = replace(self.base.student_recipe(), widths=self.widths[row.size])
+        if not row.reduced:
+            return recipe
+        batches = -(-full_images // recipe.batch_size), -(-images // recipe.batch_size)
+        factor = max(1, round(batches[0] / batches[1]))
+        return replace(recipe, epochs=recipe.epochs * factor,
+                       whiten_bias_epochs=recipe.whiten_bias_epochs * factor,
+                       lookahead_start_epochs=recipe.lookahead_start_epochs * factor)
+
+
+SCALES = {
+    "quick": FastScale(base=modern_cifar.SCALES["quick"],
+                       widths={"small": (8, 16, 16), "ideal": (16, 32, 32), "large": (32, 64, 64)},
+                       reduced_per_class=50, seeds=(0, 1)),
+    "full": FastScale(base=modern_cifar.SCALES["full"],
+                      widths={"small": (16, 32, 64), "ideal": (32, 64, 128), "large": (64, 128, 256)},
+                      reduced_per_class=500, seeds=(0, 1, 2)),
+}
+SCALES["paper"] = SCALES["full"]
+
+
+@dataclass(frozen=True)
+class Run:
+    row: FastRow
+    seed: int
+
+    def row_id(self) -> str:
+        return self.row.row_id(self.seed)
+
+
+def planned_runs(scale: FastScale, rows: tuple[FastRow, ...] = TABLE) -> list[Run]:
+    return [Run(row, seed) for row in rows for seed in scale.seeds]
+
+
+def reduced_indices(labels: Tensor, per_class: int) -> Tensor:
+    """The reduced set: the first ``per_class`` images of each class among the students' images
+    (in the split's random order, so a random sample of each class)."""
+    return first_per_class(labels, per_class)
+
+
+def flops_per_image(widths: tuple[int, int, int], classes: int = 10) -> int:
+    """FLOPs (two per multiply-add) of one 32 x 32 image's forward pass through the fast network
+    at ``widths`` (:func:`kdlib.bench.count_flops`)."""
+    model = fast_cifar_net(FastRecipe(widths=widths), classes).eval()
+    return count_flops(model, torch.zeros(1, 3, 32, 32))
+
+
+def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft: Tensor) -> dict[str, Any]:
+    """Train one student and score it: test accuracy with one view and with the recipe's
+    test-time augmentation, validation accuracy, training time."""
+    row, dataset = run.row, data.dataset
+    images, labels, logits = data.x_train, data.y_train, soft
+    if row.reduced:
+        keep = reduced_indices(labels, scale.reduced_per_class)
+        images, labels, logits = images[keep], labels[keep], soft[:, keep]
+    recipe = scale.recipe(row, len(images), len(data.x_train))
+    steps = recipe.epochs * -(-len(images) // recipe.batch_size)
+    terms = terms_for("kd" if row.kd else "labels", {"temperature": KD_TEMPERATURE}, steps,
+                      label_smoothing=recipe.label_smoothing)
+    student, log = train_fast(dataset, recipe, seed=run.seed, train_images=images, train_labels=labels,
+                              terms=terms, teacher_logits=logits if row.kd else None)
+    x_test = modern_cifar.test_inputs(dataset)
+    x_val = normalize(data.x_val, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x_test.device.type, dtype=torch.bfloat16, enabled=use_bfloat16(x_test.device)):
+        one_view = accuracy(student, x_test, dataset.test_labels)
+        validation = accuracy(student, x_val, data.y_val)
+    return {"kind": "student", **asdict(row), "seed": run.seed, "widths": list(recipe.widths),
+            "train_images": len(images), "steps": steps, "recipe": recipe.to_dict(),
+            "terms": [repr(t) for t in terms], "accuracy": one_view,
+            "accuracy_tta": fast_accuracy(student, dataset, recipe) / 100, "validation_accuracy": validation,
+            "train_accuracy": log.train_accuracy, "train_wall_s": log.wall_s,
+            "flops_per_image": flops_per_image(recipe.widths, len(dataset.classes))}
+
+
+def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
+                   dataset: ImageDataset | None = None, command: str | None = None,
+                   time_budget_s: float | None = None, rows: tuple[FastRow, ...] = TABLE) -> dict[str, Any]:
+    """Run (or resume) the table at ``profile`` scale: the teacher and its logits per view
+    (cached, shared with chapter 10), then every row at every seed; returns the result data."""
+    scale = SCALES[check_profile(profile)]
+    budget = TimeBudget(time_budget_s)
+    where = rank()
+    dataset = dataset if dataset is not None else load_cifar10()
+    results = start_results(out, EXPERIMENT, command, profile, scale, "CIFAR-10", dataset.source,
+                            set_threads("resnet"))
+    data = modern_cifar.split(dataset, scale.base)
+    soft = modern_cifar.teacher_views(results, data, scale.base, where)
+    if where.is_main and not results.has("teacher-flops"):
+        results.put("teacher-flops", {"kind": "cost", "flops_per_image": flops_per_image(
+            scale.base.teacher_widths, len(dataset.classes))})
+
+    def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
+        if progress:
+            print(f"{i}/{n} {row_id}: test {row['accuracy']:.4f} (TTA {row['accuracy_tta']:.4f}), "
+                  f"{row['train_wall_s']:.0f} s", flush=True)
+
+    todo = broadcast([r for r in planned_runs(scale, rows) if not results.has(r.row_id())]
+                     if where.is_main else [], where)
+    run_rows(todo, lambda run: run_student(run, scale, data, soft), results.put, budget.spent, where, report)
+    results.save()
+    return results.data
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables for the chapter
+
+
+def load_published() -> dict[str, Any]:
+    """The committed full-profile result file, ``results/cifar10_fast_full.json``."""
+    from kdlib.experiments import load_published as load
+
+    return load(EXPERIMENT)
+
+
+def seeds_of(data: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(data["provenance"]["scale"]["seeds"])
+
+
+def row_values(data: dict[str, Any], row: FastRow, field: str = "accuracy") -> list[float]:
+    """``field`` of ``row``'s runs, by seed (every planned seed must be there)."""
+    ids = [row.row_id(seed) for seed in seeds_of(data)]
+    return [r[field] for r in planned_rows(data, ids, run_command(EXPERIMENT, data))]
+
+
+def summary_table(data: dict[str, Any], field: str = "accuracy") -> pd.DataFrame:
+    """One line per row: widths, mean test accuracy (%) with its 95% interval over seeds, the
+    teacher's FLOPs over the student's, mean training time (s) and the number of seeds."""
+    teacher = data["rows"]["teacher-flops"]["flops_per_image"]
+    lines = []
+    for row in TABLE:
+        values = [100 * v for v in row_values(data, row, field)]
+        first = data["rows"][row.row_id(seeds_of(data)[0])]
+        interval = mean_interval(values)
+        lines.append({"experiment": row.name, "widths": "/".join(map(str, first["widths"])),
+                      "accuracy": interval.mean, "low": interval.low, "high": interval.high,
+                      "FLOP ratio": teacher / first["flops_per_image"],
+                      "train s": sum(row_values(data, row, "train_wall_s")) / len(values), "seeds": len(values)})
+    return pd.DataFrame(lines).set_index("experiment")
+
+
+def kd_gaps(data: dict[str, Any], field: str = "accuracy") -> dict[str, PairedGap]:
+    """KD minus labels only, in points, paired by seed, for every KD row (by its name)."""
+    gaps = {}
+    for row in TABLE:
+        if row.kd:
+            pair = replace(row, kd=False)
+            gaps[row.name] = paired_gap([100 * v for v in row_values(data, row, field)],
+                                        [100 * v for v in row_values(data, pair, field)])
+    return gaps
+
+
+__all__ = ["EXPERIMENT", "FastRow", "FastScale", "SCALES", "TABLE", "kd_gaps", "load_published",
+           "planned_runs", "run_cifar_fast", "summary_table"]

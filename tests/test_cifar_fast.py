@@ -1,0 +1,89 @@
+"""Table 2 on the fast teacher (kdlib.experiments.cifar_fast) on a tiny synthetic CIFAR-10: every
+planned row is made, pairs share their initial weights, the reduced set takes as many steps as
+the full set, a resumed run recomputes nothing, and the tables read planned rows only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from kdlib.data import ImageDataset
+from kdlib.experiments import MissingRows, cifar_fast, modern_cifar
+
+pytestmark = pytest.mark.filterwarnings("ignore:epoch .* is at chance")
+
+
+@pytest.fixture
+def tiny(monkeypatch, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(900) % 10
+    images = (torch.rand(900, 3, 32, 32, generator=g) * 60).to(torch.uint8)
+    images[:, labels % 3, labels * 3, :] = 255  # a learnable stripe per class
+    data = ImageDataset("CIFAR-10", images[:700], labels[:700], images[700:], labels[700:],
+                        tuple("abcdefghij"), (0.2, 0.2, 0.2), (0.3, 0.3, 0.3), "synthetic")
+    base = replace(modern_cifar.SCALES["quick"], validation=100, student_images=None, teacher_images=300,
+                   teacher_widths=(16, 32, 32), batch_size=200, test_images=None)
+    scale = cifar_fast.FastScale(base=base, widths={"small": (4, 8, 8), "ideal": (8, 8, 8), "large": (8, 16, 16)},
+                                 reduced_per_class=10, seeds=(0, 1))
+    monkeypatch.setitem(cifar_fast.SCALES, "quick", scale)
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+    return data
+
+
+def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "t.json"
+    data = cifar_fast.run_cifar_fast("quick", out=out, progress=False, dataset=tiny)
+    scale = cifar_fast.SCALES["quick"]
+    for run in cifar_fast.planned_runs(scale):
+        row = data["rows"][run.row_id()]
+        assert row["widths"] == list(scale.widths[run.row.size])
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["accuracy_tta"] <= 1.0
+    assert data["rows"]["teacher"]["kind"] == "teacher"
+    full = data["rows"]["ideal/kd/full/seed0"]
+    reduced = data["rows"]["ideal/kd/reduced/seed0"]
+    assert full["train_images"] == 600 and reduced["train_images"] == 100  # 10 of each class
+    assert reduced["steps"] == full["steps"]  # 3 batches x 2 epochs against 1 batch x 6 epochs
+    assert reduced["recipe"]["epochs"] == 3 * full["recipe"]["epochs"]
+    assert "KDTerm" in "".join(full["terms"]) and "KDTerm" not in "".join(data["rows"]["ideal/labels/full/seed0"]["terms"])
+
+    calls = []
+    monkeypatch.setattr(cifar_fast, "train_fast", lambda *a, **k: calls.append(a))
+    again = cifar_fast.run_cifar_fast("quick", out=out, progress=False, dataset=tiny)
+    assert calls == [] and json.dumps(again["rows"]) == json.dumps(data["rows"])
+
+    table = cifar_fast.summary_table(data)
+    assert list(table.index) == [row.name for row in cifar_fast.TABLE]
+    assert (table["FLOP ratio"] > 1).all() and (table.seeds == 2).all()
+    assert (table.low <= table.accuracy).all() and (table.accuracy <= table.high).all()
+    gaps = cifar_fast.kd_gaps(data)
+    assert set(gaps) == {row.name for row in cifar_fast.TABLE if row.kd}
+    by_seed = [100 * (data["rows"][f"small/kd/full/seed{s}"]["accuracy"]
+                      - data["rows"][f"small/labels/full/seed{s}"]["accuracy"]) for s in (0, 1)]
+    assert gaps["Small"].mean == pytest.approx(sum(by_seed) / 2)
+
+    del data["rows"]["large/labels/full/seed1"]
+    with pytest.raises(MissingRows, match="python -m kdlib.experiments cifar10-fast"):
+        cifar_fast.kd_gaps(data)
+
+
+def test_reduced_recipe_scales_every_epoch_count():
+    scale = cifar_fast.SCALES["full"]
+    row = next(r for r in cifar_fast.TABLE if r.reduced)
+    full = scale.recipe(replace(row, reduced=False), 45_000, 45_000)
+    reduced = scale.recipe(row, 5_000, 45_000)
+    assert -(-45_000 // full.batch_size) == 44 and -(-5_000 // reduced.batch_size) == 5
+    assert reduced.epochs == 9 * full.epochs  # 44 / 5 batches per epoch, rounded
+    assert reduced.whiten_bias_epochs == 9 * full.whiten_bias_epochs
+    assert reduced.lookahead_start_epochs == 9 * full.lookahead_start_epochs
+    assert full.widths == reduced.widths == scale.widths["ideal"]
+
+
+def test_the_command_line_knows_the_experiment(tmp_path):
+    from kdlib.experiments.__main__ import main
+
+    with pytest.raises(SystemExit) as refused:  # a flag that does not apply is refused
+        main(["cifar10-fast", "--profile", "quick", "--parts", "x", "--out", str(tmp_path / "x.json")])
+    assert refused.value.code == 2
