@@ -26,7 +26,7 @@ def tiny(monkeypatch, tmp_path):
                         tuple("abcdefghij"), (0.2, 0.2, 0.2), (0.3, 0.3, 0.3), "synthetic")
     base = replace(modern_cifar.SCALES["quick"], validation=100, student_images=None, teacher_images=300,
                    teacher_widths=(16, 32, 32), batch_size=200, test_images=None)
-    scale = cifar_fast.FastScale(base=base, widths={"small": (4, 8, 8), "ideal": (8, 8, 8), "large": (8, 16, 16)},
+    scale = cifar_fast.FastScale(base=base, widths={"small": (4, 8, 8), "ideal": (8, 16, 16)},
                                  reduced_per_class=10, seeds=(0, 1))
     monkeypatch.setitem(cifar_fast.SCALES, "quick", scale)
     monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
@@ -63,8 +63,11 @@ def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch)
     by_seed = [100 * (data["rows"][f"small/kd/full/seed{s}"]["accuracy"]
                       - data["rows"][f"small/labels/full/seed{s}"]["accuracy"]) for s in (0, 1)]
     assert gaps["Small"].mean == pytest.approx(sum(by_seed) / 2)
+    difference = cifar_fast.gain_difference(data, "accuracy_tta")
+    tta = cifar_fast.kd_gaps(data, "accuracy_tta")
+    assert difference.mean == pytest.approx(tta["Ideal on reduced set"].mean - tta["Ideal"].mean)
 
-    del data["rows"]["large/labels/full/seed1"]
+    del data["rows"]["small/labels/full/seed1"]
     with pytest.raises(MissingRows, match="python -m kdlib.experiments cifar10-fast"):
         cifar_fast.kd_gaps(data)
 
