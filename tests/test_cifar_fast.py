@@ -90,3 +90,13 @@ def test_the_command_line_knows_the_experiment(tmp_path):
     with pytest.raises(SystemExit) as refused:  # a flag that does not apply is refused
         main(["cifar10-fast", "--profile", "quick", "--parts", "x", "--out", str(tmp_path / "x.json")])
     assert refused.value.code == 2
+
+
+def test_the_committed_file_is_the_full_profile_and_holds_every_planned_row():
+    """A rerun of the full profile resumes the committed file (same scale) and the chapter's
+    tables find every row they plan."""
+    from dataclasses import asdict
+
+    data = cifar_fast.load_published()
+    assert json.loads(json.dumps(asdict(cifar_fast.SCALES["full"]))) == data["provenance"]["scale"]
+    assert len(cifar_fast.summary_table(data)) == len(cifar_fast.TABLE)
