@@ -103,7 +103,7 @@ class ModernScale:
 
 
 SCALES = {
-    "quick": ModernScale(labelled=1_000, final_seeds=(0, 1), selection_seeds=(100,), steps=200),
+    "quick": ModernScale(labelled=1_000, final_seeds=(0, 1), selection_seeds=(100,), steps=100),
     "full": ModernScale(labelled=1_000, final_seeds=(0, 1, 2, 3, 4), selection_seeds=(100, 101), steps=1_500),
     "paper": ModernScale(labelled=1_000, final_seeds=tuple(range(10)), selection_seeds=(100, 101, 102),
                          steps=1_500),
