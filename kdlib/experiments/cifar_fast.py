@@ -41,16 +41,15 @@ import torch
 from torch import Tensor
 
 from kdlib.bench import count_flops
-from kdlib.data import ImageDataset, first_per_class, load_cifar10, normalize
-from kdlib.distributed import broadcast, rank, run_rows
-from kdlib.experiments import KD_TEMPERATURE, TimeBudget, planned_rows, run_command, start_results
+from kdlib.data import ImageDataset, first_per_class, normalize
+from kdlib.distributed import broadcast, run_rows
+from kdlib.experiments import KD_TEMPERATURE, TimeBudget, planned_rows, run_command
 from kdlib.experiments import modern_cifar
 from kdlib.experiments.modern import terms_for
 from kdlib.fastnet import FastRecipe, fast_accuracy, fast_cifar_net, train_fast
 from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
 from kdlib.stats import PairedGap, mean_interval, paired_gap
-from kdlib.threads import set_threads
 from kdlib.train import accuracy
 
 EXPERIMENT = "cifar10-fast"
@@ -180,12 +179,8 @@ def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progre
     (cached, shared with chapter 10), then every row at every seed; returns the result data."""
     scale = SCALES[check_profile(profile)]
     budget = TimeBudget(time_budget_s)
-    where = rank()
-    dataset = dataset if dataset is not None else load_cifar10()
-    results = start_results(out, EXPERIMENT, command, profile, scale, "CIFAR-10", dataset.source,
-                            set_threads("resnet"))
-    data = modern_cifar.split(dataset, scale.base)
-    soft = modern_cifar.teacher_views(results, data, scale.base, where)
+    results, data, soft, where = modern_cifar.start_run(out, EXPERIMENT, command, profile, scale, scale.base,
+                                                        dataset)
     if where.is_main and not results.has("teacher-flops"):
         results.put("teacher-flops", {"kind": "cost", "flops_per_image": flops_per_image(
             scale.base.teacher_widths, len(dataset.classes))})

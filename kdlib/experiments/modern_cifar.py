@@ -206,6 +206,19 @@ def run_student(run: ModernRun, scale: CifarScale, data: CifarSplit, soft: Tenso
             "curve": curve, **outcome}
 
 
+def start_run(out: Path | str | None, experiment: str, command: str | None, profile: str, scale: Any,
+              base: CifarScale, dataset: ImageDataset | None) -> tuple[ResultFile, CifarSplit, Tensor, Rank]:
+    """The opening of a run that distils from the fast teacher: its result file (``scale`` is
+    recorded), the split and the teacher's logits per view that ``base`` defines (cached), and
+    this process's rank."""
+    where = rank()
+    dataset = dataset if dataset is not None else load_cifar10()
+    results = start_results(out, experiment, command, profile, scale, "CIFAR-10", dataset.source,
+                            set_threads("resnet"))
+    data = split(dataset, base)
+    return results, data, teacher_views(results, data, base, where), where
+
+
 def run_modern_cifar(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
                      dataset: ImageDataset | None = None, command: str | None = None,
                      time_budget_s: float | None = None) -> dict[str, Any]:
@@ -215,14 +228,9 @@ def run_modern_cifar(profile: str = "quick", out: Path | str | None = None, prog
 
     scale = SCALES[check_profile(profile)]
     budget = TimeBudget(time_budget_s)
-    where = rank()
-    dataset = dataset if dataset is not None else load_cifar10()
-    results = start_results(out, EXPERIMENT, command, profile, scale, "CIFAR-10", dataset.source,
-                            set_threads("resnet"))
-    data = split(dataset, scale)
-    soft = teacher_views(results, data, scale, where)
+    results, data, soft, where = start_run(out, EXPERIMENT, command, profile, scale, scale, dataset)
     run_phases(results, scale, lambda run: run_student(run, scale, data, soft), budget.spent, where, progress)
     return results.data
 
 
-__all__ = ["CifarScale", "CifarSplit", "SCALES", "run_modern_cifar", "split", "teacher_views"]
+__all__ = ["CifarScale", "CifarSplit", "SCALES", "run_modern_cifar", "split", "start_run", "teacher_views"]
