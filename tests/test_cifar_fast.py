@@ -48,6 +48,10 @@ def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch)
     assert reduced["steps"] == full["steps"]  # 3 batches x 2 epochs against 1 batch x 6 epochs
     assert reduced["recipe"]["epochs"] == 3 * full["recipe"]["epochs"]
     assert "KDTerm" in "".join(full["terms"]) and "KDTerm" not in "".join(data["rows"]["ideal/labels/full/seed0"]["terms"])
+    fixed, patient = data["rows"]["ideal/kd-fixed/reduced/seed0"], data["rows"]["ideal/kd/reduced-x2/seed0"]
+    assert fixed["teaching"] == "fixed" and fixed["steps"] == reduced["steps"]
+    assert patient["steps"] == 2 * reduced["steps"] and patient["patience"] == 2
+    assert data["rows"]["ideal/labels/reduced-x2/seed0"]["steps"] == patient["steps"]
 
     calls = []
     monkeypatch.setattr(cifar_fast, "train_fast", lambda *a, **k: calls.append(a))
@@ -82,6 +86,42 @@ def test_reduced_recipe_scales_every_epoch_count():
     assert reduced.whiten_bias_epochs == 9 * full.whiten_bias_epochs
     assert reduced.lookahead_start_epochs == 9 * full.lookahead_start_epochs
     assert full.widths == reduced.widths == scale.widths["ideal"]
+
+
+def test_patience_stretches_the_whole_schedule():
+    scale = cifar_fast.SCALES["full"]
+    once = next(r for r in cifar_fast.TABLE if r.reduced and r.kd)
+    twice = next(r for r in cifar_fast.CONSISTENCY if r.patience == 2 and r.kd and r.teaching == "consistent")
+    a, b = scale.recipe(once, 5_000, 45_000), scale.recipe(twice, 5_000, 45_000)
+    assert (b.epochs, b.whiten_bias_epochs, b.lookahead_start_epochs) == (
+        2 * a.epochs, 2 * a.whiten_bias_epochs, 2 * a.lookahead_start_epochs)
+    assert twice.row_id(0) == "ideal/kd/reduced-x2/seed0" and once.row_id(0) == "ideal/kd/reduced/seed0"
+
+
+def test_a_fixed_teacher_reads_the_plain_image_for_every_view():
+    from kdlib.fastnet import apply_views, view_count
+
+    images = torch.rand(3, 3, 8, 8)
+    for translate in (1, 2):
+        views = view_count(translate)
+        centre = (2 * translate + 1) ** 2 // 2
+        plain = apply_views(images, torch.full((3,), centre), translate)
+        assert torch.equal(plain, images)  # the centre view is the image itself
+        soft = torch.randn(views, 3, 10)
+        fixed = cifar_fast.fixed_logits(soft, translate)
+        assert fixed.shape == soft.shape
+        assert all(torch.equal(fixed[v], soft[centre]) for v in range(views))
+        picked = fixed[torch.tensor([0, views - 1, 3]), torch.arange(3)]  # as train() indexes it
+        assert torch.equal(picked, soft[centre])
+
+
+def test_rows_that_do_not_apply_are_refused():
+    with pytest.raises(ValueError, match="labels-only row has no teacher"):
+        cifar_fast.FastRow("x", "ideal", kd=False, teaching="fixed")
+    with pytest.raises(ValueError, match="teaching must be one of"):
+        cifar_fast.FastRow("x", "ideal", teaching="patient")
+    with pytest.raises(ValueError, match="patience must be"):
+        cifar_fast.FastRow("x", "ideal", patience=0)
 
 
 def test_the_command_line_knows_the_experiment(tmp_path):

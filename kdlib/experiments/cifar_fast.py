@@ -55,18 +55,37 @@ from kdlib.train import accuracy
 EXPERIMENT = "cifar10-fast"
 
 
+TEACHINGS = ("consistent", "fixed")
+"""How a KD row's teacher is read: ``"consistent"``, its logits on exactly the view the student
+sees; ``"fixed"``, its logits on the plain image (the centre view, not mirrored) whatever view
+the student sees (Beyer et al., 2022)."""
+
+
 @dataclass(frozen=True)
 class FastRow:
-    """One row of the table: the student's widths (scaled by the profile), the loss, the data."""
+    """One row of the table: the student's widths (scaled by the profile), the loss, the data,
+    how the teacher is read and the schedule's length."""
 
     name: str
     size: str  # "small" or "ideal": a key of the scale's ``widths``
     kd: bool = True
     reduced: bool = False
+    teaching: str = "consistent"  # one of TEACHINGS (KD rows only)
+    patience: int = 1  # the schedule, in multiples of the row's usual number of steps
+
+    def __post_init__(self) -> None:
+        if self.teaching not in TEACHINGS:
+            raise ValueError(f"teaching must be one of {TEACHINGS}, got {self.teaching!r}")
+        if self.teaching == "fixed" and not self.kd:
+            raise ValueError(f"row {self.name!r}: a labels-only row has no teacher, so teaching='fixed' "
+                             "does not apply; leave it at 'consistent'")
+        if self.patience < 1:
+            raise ValueError(f"row {self.name!r}: patience must be a whole multiple >= 1, got {self.patience}")
 
     def row_id(self, seed: int) -> str:
-        data = "reduced" if self.reduced else "full"
-        return f"{self.size}/{'kd' if self.kd else 'labels'}/{data}/seed{seed}"
+        data = ("reduced" if self.reduced else "full") + (f"-x{self.patience}" if self.patience > 1 else "")
+        loss = "labels" if not self.kd else "kd" if self.teaching == "consistent" else "kd-fixed"
+        return f"{self.size}/{loss}/{data}/seed{seed}"
 
 
 TABLE: tuple[FastRow, ...] = (
@@ -79,6 +98,20 @@ TABLE: tuple[FastRow, ...] = (
 )
 """The rows, in the order they run: the report's claim (the ideal student with and without KD, on
 the full and the reduced set) first, then the other sizes; each KD row is followed by its pair."""
+
+CONSISTENCY: tuple[FastRow, ...] = (
+    FastRow("Reduced set, fixed teacher", "ideal", reduced=True, teaching="fixed"),
+    FastRow("Reduced set 2x, labels", "ideal", kd=False, reduced=True, patience=2),
+    FastRow("Reduced set 2x", "ideal", reduced=True, patience=2),
+    FastRow("Reduced set 2x, fixed teacher", "ideal", reduced=True, teaching="fixed", patience=2),
+)
+"""Chapter 9's patient and consistent teaching (Beyer et al., 2022) on the reduced set: beside
+TABLE's "Reduced set" (a consistent teacher) and "Reduced set, labels", a fixed teacher at the
+same schedule, then all three at twice its steps. Scored, as TABLE is, with the recipe's
+test-time augmentation (declared before the run), with one view beside it."""
+
+PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY
+"""Every row a run makes, in order."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +128,15 @@ class FastScale:
         """The student recipe of ``row`` trained on ``images`` images: chapter 10's, at the row's
         widths. On the reduced set every epoch count is multiplied by the full set's batches per
         epoch (``full_images``) over the reduced set's, rounded, so that both take about the same
-        number of optimiser steps."""
+        number of optimiser steps; ``row.patience`` multiplies them again (the same schedule,
+        stretched)."""
         recipe = replace(self.base.student_recipe(), widths=self.widths[row.size])
-        if not row.reduced:
+        factor = row.patience
+        if row.reduced:
+            batches = -(-full_images // recipe.batch_size), -(-images // recipe.batch_size)
+            factor *= max(1, round(batches[0] / batches[1]))
+        if factor == 1:
             return recipe
-        batches = -(-full_images // recipe.batch_size), -(-images // recipe.batch_size)
-        factor = max(1, round(batches[0] / batches[1]))
         return replace(recipe, epochs=recipe.epochs * factor,
                        whiten_bias_epochs=recipe.whiten_bias_epochs * factor,
                        lookahead_start_epochs=recipe.lookahead_start_epochs * factor)
@@ -128,7 +164,7 @@ class Run:
         return self.row.row_id(self.seed)
 
 
-def planned_runs(scale: FastScale, rows: tuple[FastRow, ...] = TABLE) -> list[Run]:
+def planned_runs(scale: FastScale, rows: tuple[FastRow, ...] = PLANNED) -> list[Run]:
     return [Run(row, seed) for row in rows for seed in scale.seeds]
 
 
@@ -136,6 +172,15 @@ def reduced_indices(labels: Tensor, per_class: int) -> Tensor:
     """The reduced set: the first ``per_class`` images of each class among the students' images
     (in the split's random order, so a random sample of each class)."""
     return first_per_class(labels, per_class)
+
+
+def fixed_logits(soft: Tensor, translate: int) -> Tensor:
+    """A fixed teacher from the logits per view ``soft`` ``(views, N, classes)``: every view reads
+    the logits of the plain image (the centre of the grid of :func:`kdlib.fastnet.apply_views`,
+    not mirrored), so the student sees an augmented image and the teacher's output on the
+    un-augmented one. A view of ``soft``: no copy."""
+    centre = (2 * translate + 1) ** 2 // 2
+    return soft[centre].expand_as(soft)
 
 
 def flops_per_image(widths: tuple[int, int, int], classes: int = 10) -> int:
@@ -157,6 +202,8 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
     steps = recipe.epochs * -(-len(images) // recipe.batch_size)
     terms = terms_for("kd" if row.kd else "labels", {"temperature": KD_TEMPERATURE}, steps,
                       label_smoothing=recipe.label_smoothing)
+    if row.kd and row.teaching == "fixed":
+        logits = fixed_logits(logits, recipe.translate)
     student, log = train_fast(dataset, recipe, seed=run.seed, train_images=images, train_labels=labels,
                               terms=terms, teacher_logits=logits if row.kd else None)
     x_test = modern_cifar.test_inputs(dataset)
@@ -174,7 +221,7 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
 
 def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
                    dataset: ImageDataset | None = None, command: str | None = None,
-                   time_budget_s: float | None = None, rows: tuple[FastRow, ...] = TABLE) -> dict[str, Any]:
+                   time_budget_s: float | None = None, rows: tuple[FastRow, ...] = PLANNED) -> dict[str, Any]:
     """Run (or resume) the table at ``profile`` scale: the teacher and its logits per view
     (cached, shared with chapter 10), then every row at every seed; returns the result data."""
     scale = SCALES[check_profile(profile)]
