@@ -48,6 +48,8 @@ def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch)
     assert reduced["steps"] == full["steps"]  # 3 batches x 2 epochs against 1 batch x 6 epochs
     assert reduced["recipe"]["epochs"] == 3 * full["recipe"]["epochs"]
     assert "KDTerm" in "".join(full["terms"]) and "KDTerm" not in "".join(data["rows"]["ideal/labels/full/seed0"]["terms"])
+    spread = data["rows"]["teacher-views"]
+    assert spread["images"] == 100 and 0 <= spread["top1_agreement"] <= 1 and spread["kl_to_centre"] >= 0
     fixed, patient = data["rows"]["ideal/kd-fixed/reduced/seed0"], data["rows"]["ideal/kd/reduced-x2/seed0"]
     assert fixed["teaching"] == "fixed" and fixed["steps"] == reduced["steps"]
     assert patient["steps"] == 2 * reduced["steps"] and patient["patience"] == 2
@@ -70,6 +72,17 @@ def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch)
     difference = cifar_fast.gain_difference(data, "accuracy_tta")
     tta = cifar_fast.kd_gaps(data, "accuracy_tta")
     assert difference.mean == pytest.approx(tta["Reduced set"].mean - tta["Ideal"].mean)
+
+    from kdlib.experiments import anchors
+
+    frame = cifar_fast.consistency_frame(data)
+    assert sorted(set(zip(frame.teaching, frame.patience))) == [
+        ("consistent", 1), ("consistent", 2), ("fixed", 1), ("fixed", 2), ("nokd", 1), ("nokd", 2)]
+    assert len(frame) == 12
+    fixed2 = anchors.consistency_by_seed(frame, "fixed", 2)
+    assert fixed2[1] == data["rows"]["ideal/kd-fixed/reduced-x2/seed1"]["accuracy_tta"]
+    assert list(anchors.consistency_table(frame).schedule) == ["1x", "2x"]
+    assert len(anchors.consistency_gains(frame)) == 3 * 2 + 3 + 2
 
     del data["rows"]["small/labels/full/seed1"]
     with pytest.raises(MissingRows, match="python -m kdlib.experiments cifar10-fast"):
@@ -113,6 +126,12 @@ def test_a_fixed_teacher_reads_the_plain_image_for_every_view():
         assert all(torch.equal(fixed[v], soft[centre]) for v in range(views))
         picked = fixed[torch.tensor([0, views - 1, 3]), torch.arange(3)]  # as train() indexes it
         assert torch.equal(picked, soft[centre])
+        assert cifar_fast.view_spread(fixed, translate) == pytest.approx(
+            {"top1_agreement": 1.0, "kl_to_centre": 0.0, "temperature": 4.0, "views": views})
+        flipped = soft.clone()
+        flipped[0] = -soft[centre]  # one view whose top class is the centre's bottom one
+        spread = cifar_fast.view_spread(flipped, translate)
+        assert spread["kl_to_centre"] > 0 and spread["top1_agreement"] <= 1 - 1 / (views - 1) + 1e-6
 
 
 def test_rows_that_do_not_apply_are_refused():

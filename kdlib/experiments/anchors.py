@@ -560,10 +560,13 @@ def direction_verdict(low: float, high: float) -> str:
     return "reproduced" if low > 0 else "opposite" if high < 0 else "not detected"
 
 
-def landmarks(data: dict[str, Any]) -> list[dict[str, Any]]:
+def landmarks(data: dict[str, Any], consistency: pd.DataFrame | None = None) -> list[dict[str, Any]]:
     """Each landmark's effect: the paper's value, ours (mean, 95% interval over seeds), the null
     value it is judged against, and the verdict (:func:`verdict`, or :func:`direction_verdict`
-    where the paper states a direction)."""
+    where the paper states a direction). ``consistency``: the students of the consistency
+    landmark, in :func:`consistency_frame`'s form, when they come from another file (chapter 9
+    reads them from the fast teacher's, :func:`kdlib.experiments.cifar_fast.consistency_frame`);
+    ``None``: this file's consistency part, where it has one."""
     frame = planned_frame(data)
     parts = set(frame.part)
     out = []
@@ -590,10 +593,12 @@ def landmarks(data: dict[str, Any]) -> list[dict[str, Any]]:
         control = 100 * by_seed(frame, "only78", "nokd", "shifted_errors") / 10_000
         add("Only 7s and 8s: test error", PAPER["only78_shifted_error_pct"], mine,
             float(control.mean()), False, "%")
-    if "consistency" in parts:
-        longest = int(frame[frame.part == "consistency"].patience.max())
-        consistent = consistency_by_seed(frame, "consistent", longest)
-        fixed = consistency_by_seed(frame, "fixed", longest)
+    if consistency is None and "consistency" in parts:
+        consistency = frame[frame.part == "consistency"]
+    if consistency is not None:
+        longest = int(consistency.patience.max())
+        consistent = consistency_by_seed(consistency, "consistent", longest)
+        fixed = consistency_by_seed(consistency, "fixed", longest)
         add(f"Consistent minus fixed, {longest}x", "> 0", 100 * (consistent - fixed), 0.0,
             None, "points")
     return out
@@ -606,10 +611,16 @@ def consistency_by_seed(frame: pd.DataFrame, teaching: str, patience: int) -> pd
     return rows.set_index("seed").accuracy.sort_index()
 
 
-def consistency_table(data: dict[str, Any]) -> pd.DataFrame:
-    """Per schedule: mean test accuracy (%) over seeds of each teaching (the paired gaps:
-    :func:`consistency_gains`)."""
+def consistency_frame(data: dict[str, Any]) -> pd.DataFrame:
+    """The consistency part's students of an anchors result file (every planned one): one line
+    each, with ``teaching``, ``patience``, ``seed`` and ``accuracy`` (a fraction)."""
     frame = planned_frame(data)
+    return frame[frame.part == "consistency"]
+
+
+def consistency_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per schedule: mean test accuracy (%) over seeds of each teaching, from students in
+    :func:`consistency_frame`'s form (the paired gaps: :func:`consistency_gains`)."""
     lines = []
     for patience in sorted(set(frame[frame.part == "consistency"].patience.astype(int))):
         acc = {t: 100 * consistency_by_seed(frame, t, patience) for t in TEACHING}
@@ -619,10 +630,10 @@ def consistency_table(data: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def verdict_table(data: dict[str, Any]) -> pd.DataFrame:
+def verdict_table(data: dict[str, Any], consistency: pd.DataFrame | None = None) -> pd.DataFrame:
     """:func:`landmarks` as a narrow table for the page."""
     lines = []
-    for m in landmarks(data):
+    for m in landmarks(data, consistency):
         ours = f"{m['ours']:.1f}" if math.isnan(m["low"]) else f"{m['ours']:.1f} [{m['low']:.1f}, {m['high']:.1f}]"
         paper = m["paper"] if isinstance(m["paper"], str) else f"{m['paper']:.1f}"
         lines.append({"landmark": f"{m['landmark']} ({m['unit']})", "paper": paper, "ours [95% CI]": ours,
@@ -697,11 +708,11 @@ def fidelity_table(data: dict[str, Any]) -> pd.DataFrame:
                                  "kl_test": "KL (test)"}).reset_index()
 
 
-def consistency_gains(data: dict[str, Any]) -> pd.DataFrame:
+def consistency_gains(frame: pd.DataFrame) -> pd.DataFrame:
     """Consistency, one line per comparison and schedule: the paired gap in accuracy points with
     its 95% interval (each teacher against labels only, consistent against fixed), and the
-    change of each from chapter 8's schedule to the longest one."""
-    frame = planned_frame(data)
+    change of each from the shortest schedule to the longest one; from students in
+    :func:`consistency_frame`'s form."""
     patience = sorted(set(frame[frame.part == "consistency"].patience.astype(int)))
     acc = {(t, p): 100 * consistency_by_seed(frame, t, p) for t in TEACHING for p in patience}
     lines = []

@@ -19,7 +19,11 @@ the table's questions of the fast recipe (:mod:`kdlib.fastnet`), whose teacher t
   the later epochs' orders);
 * **the reduced set**: the ideal student on 500 images of each class (the report's reduced set,
   drawn at random from the students' images), for as many optimiser steps as on the full set
-  (the recipe's epoch counts scaled by the images' ratio), with and without the KD loss.
+  (the recipe's epoch counts scaled by the images' ratio), with and without the KD loss;
+* **patient and consistent teaching** (chapter 9, Beyer et al. 2022): on the reduced set, a
+  *fixed* teacher (its logits on the plain image, whatever view the student sees) beside the
+  *consistent* one above (its logits on exactly the student's view) and the labels alone, at
+  that schedule and at twice its steps (``CONSISTENCY``).
 
 The KD loss is the course's (temperature 4, weight 0.5 beside the labels' 0.5); every label term
 keeps the recipe's label smoothing of 0.2, so only the distillation term differs within a pair.
@@ -168,12 +172,6 @@ def planned_runs(scale: FastScale, rows: tuple[FastRow, ...] = PLANNED) -> list[
     return [Run(row, seed) for row in rows for seed in scale.seeds]
 
 
-def reduced_indices(labels: Tensor, per_class: int) -> Tensor:
-    """The reduced set: the first ``per_class`` images of each class among the students' images
-    (in the split's random order, so a random sample of each class)."""
-    return first_per_class(labels, per_class)
-
-
 def fixed_logits(soft: Tensor, translate: int) -> Tensor:
     """A fixed teacher from the logits per view ``soft`` ``(views, N, classes)``: every view reads
     the logits of the plain image (the centre of the grid of :func:`kdlib.fastnet.apply_views`,
@@ -181,6 +179,20 @@ def fixed_logits(soft: Tensor, translate: int) -> Tensor:
     un-augmented one. A view of ``soft``: no copy."""
     centre = (2 * translate + 1) ** 2 // 2
     return soft[centre].expand_as(soft)
+
+
+def view_spread(soft: Tensor, translate: int, temperature: float = KD_TEMPERATURE) -> dict[str, float]:
+    """How far a fixed teacher is from a consistent one on the images of ``soft`` ``(views, N,
+    classes)``: over every image and every view but the centre, the share whose top class is the
+    centre view's, and the mean KL divergence, at ``temperature``, from the view's soft targets
+    to the centre's (what a fixed teacher puts in their place)."""
+    centre = (2 * translate + 1) ** 2 // 2
+    others = torch.cat([soft[:centre], soft[centre + 1:]])
+    plain = soft[centre].expand_as(others)
+    log_views = torch.log_softmax(others / temperature, -1)
+    kl = (log_views.exp() * (log_views - torch.log_softmax(plain / temperature, -1))).sum(-1)
+    return {"top1_agreement": (others.argmax(-1) == plain.argmax(-1)).float().mean().item(),
+            "kl_to_centre": kl.mean().item(), "temperature": temperature, "views": len(soft)}
 
 
 def flops_per_image(widths: tuple[int, int, int], classes: int = 10) -> int:
@@ -196,7 +208,8 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
     row, dataset = run.row, data.dataset
     images, labels, logits = data.x_train, data.y_train, soft
     if row.reduced:
-        keep = reduced_indices(labels, scale.reduced_per_class)
+        # the first images of each class, in the split's random order: a random sample of each
+        keep = first_per_class(labels, scale.reduced_per_class)
         images, labels, logits = images[keep], labels[keep], soft[:, keep]
     recipe = scale.recipe(row, len(images), len(data.x_train))
     steps = recipe.epochs * -(-len(images) // recipe.batch_size)
@@ -231,6 +244,10 @@ def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progre
     if where.is_main and not results.has("teacher-flops"):
         results.put("teacher-flops", {"kind": "cost", "flops_per_image": flops_per_image(
             scale.base.teacher_widths, len(dataset.classes))})
+    if where.is_main and not results.has("teacher-views"):  # on the reduced set's images
+        keep = first_per_class(data.y_train, scale.reduced_per_class)
+        results.put("teacher-views", {"kind": "views", "images": len(keep),
+                                      **view_spread(soft[:, keep], scale.base.translate)})
 
     def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
         if progress:
@@ -305,5 +322,22 @@ def gain_difference(data: dict[str, Any], field: str = "accuracy") -> PairedGap:
     return paired_gap(per_seed_gains(data, "Reduced set", field), per_seed_gains(data, "Ideal", field))
 
 
-__all__ = ["EXPERIMENT", "FastRow", "FastScale", "SCALES", "TABLE", "gain_difference", "kd_gaps", "load_published",
-           "planned_runs", "run_cifar_fast", "summary_table"]
+def consistency_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataFrame:
+    """Chapter 9's consistency students (the ideal student on the reduced set: TABLE's two rows
+    there and CONSISTENCY's), one line each, in the form of
+    :func:`kdlib.experiments.anchors.consistency_frame`: ``teaching`` (``"nokd"`` for labels
+    only, ``"fixed"`` or ``"consistent"``), ``patience``, ``seed`` and ``accuracy``, a fraction
+    read from ``field`` (the declared scoring, test-time augmentation, by default)."""
+    lines = []
+    for row in PLANNED:
+        if row.reduced and row.size == "ideal":
+            teaching = row.teaching if row.kd else "nokd"
+            for seed, value in zip(seeds_of(data), row_values(data, row, field)):
+                lines.append({"part": "consistency", "teaching": teaching, "patience": row.patience,
+                              "seed": seed, "accuracy": value})
+    return pd.DataFrame(lines)
+
+
+__all__ = ["CONSISTENCY", "EXPERIMENT", "FastRow", "FastScale", "PLANNED", "SCALES", "TABLE", "consistency_frame",
+           "fixed_logits", "gain_difference", "kd_gaps", "load_published", "planned_runs", "run_cifar_fast",
+           "summary_table"]
