@@ -326,15 +326,17 @@ def consistency_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.D
     """Chapter 9's consistency students (the ideal student on the reduced set: TABLE's two rows
     there and CONSISTENCY's), one line each, in the form of
     :func:`kdlib.experiments.anchors.consistency_frame`: ``teaching`` (``"nokd"`` for labels
-    only, ``"fixed"`` or ``"consistent"``), ``patience``, ``seed`` and ``accuracy``, a fraction
-    read from ``field`` (the declared scoring, test-time augmentation, by default)."""
+    only, ``"fixed"`` or ``"consistent"``), ``patience``, ``seed``, ``accuracy``, a fraction
+    read from ``field`` (the declared scoring, test-time augmentation, by default), and the
+    training time ``train_s``."""
     lines = []
     for row in PLANNED:
         if row.reduced and row.size == "ideal":
             teaching = row.teaching if row.kd else "nokd"
-            for seed, value in zip(seeds_of(data), row_values(data, row, field)):
+            values, seconds = row_values(data, row, field), row_values(data, row, "train_wall_s")
+            for seed, value, train_s in zip(seeds_of(data), values, seconds):
                 lines.append({"part": "consistency", "teaching": teaching, "patience": row.patience,
-                              "seed": seed, "accuracy": value})
+                              "seed": seed, "accuracy": value, "train_s": train_s})
     return pd.DataFrame(lines)
 
 
