@@ -79,6 +79,7 @@ def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch)
     assert sorted(set(zip(frame.teaching, frame.patience))) == [
         ("consistent", 1), ("consistent", 2), ("fixed", 1), ("fixed", 2), ("nokd", 1), ("nokd", 2)]
     assert len(frame) == 12
+    assert set(frame[frame.patience == 2].steps) == {2 * reduced["steps"]}
     fixed2 = anchors.consistency_by_seed(frame, "fixed", 2)
     assert fixed2[1] == data["rows"]["ideal/kd-fixed/reduced-x2/seed1"]["accuracy_tta"]
     assert list(anchors.consistency_table(frame).schedule) == ["1x", "2x"]

@@ -327,16 +327,16 @@ def consistency_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.D
     there and CONSISTENCY's), one line each, in the form of
     :func:`kdlib.experiments.anchors.consistency_frame`: ``teaching`` (``"nokd"`` for labels
     only, ``"fixed"`` or ``"consistent"``), ``patience``, ``seed``, ``accuracy``, a fraction
-    read from ``field`` (the declared scoring, test-time augmentation, by default), and the
-    training time ``train_s``."""
+    read from ``field`` (the declared scoring, test-time augmentation, by default), the
+    training time ``train_s`` and the optimiser ``steps``."""
     lines = []
     for row in PLANNED:
         if row.reduced and row.size == "ideal":
             teaching = row.teaching if row.kd else "nokd"
             values, seconds = row_values(data, row, field), row_values(data, row, "train_wall_s")
-            for seed, value, train_s in zip(seeds_of(data), values, seconds):
+            for seed, value, train_s, steps in zip(seeds_of(data), values, seconds, row_values(data, row, "steps")):
                 lines.append({"part": "consistency", "teaching": teaching, "patience": row.patience,
-                              "seed": seed, "accuracy": value, "train_s": train_s})
+                              "seed": seed, "accuracy": value, "train_s": train_s, "steps": steps})
     return pd.DataFrame(lines)
 
 
