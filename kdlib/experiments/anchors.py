@@ -708,11 +708,15 @@ def fidelity_table(data: dict[str, Any]) -> pd.DataFrame:
                                  "kl_test": "KL (test)"}).reset_index()
 
 
+GAIN_COLUMN = "points [95% CI]"
+
+
 def consistency_gains(frame: pd.DataFrame) -> pd.DataFrame:
-    """Consistency, one line per comparison and schedule: the paired gap in accuracy points with
-    its 95% interval (each teacher against labels only, consistent against fixed), and the
-    change of each from the shortest schedule to the longest one; from students in
-    :func:`consistency_frame`'s form."""
+    """Consistency, one line per comparison and schedule (``comparison``, e.g. ``"fixed - labels,
+    1x"``): the paired gap in accuracy points with its 95% interval (``points [95% CI]``; each
+    teacher against labels only, consistent against fixed), and the change of each from the
+    shortest schedule to the longest one; from students in :func:`consistency_frame`'s form. Two
+    narrow columns, for a phone's width."""
     patience = sorted(set(frame[frame.part == "consistency"].patience.astype(int)))
     acc = {(t, p): 100 * consistency_by_seed(frame, t, p) for t in TEACHING for p in patience}
     lines = []
@@ -720,17 +724,16 @@ def consistency_gains(frame: pd.DataFrame) -> pd.DataFrame:
                                     ("consistent", "fixed", "consistent - fixed")):
         for p in patience:
             gap = paired_gap(list(acc[(treated, p)]), list(acc[(baseline, p)]))
-            lines.append({"comparison": name, "schedule": f"{p}x", "gap, points [95% CI]": str(gap)})
+            lines.append({"comparison": f"{name}, {p}x", GAIN_COLUMN: str(gap)})
     first, last = patience[0], patience[-1]
     for teaching, name in (("nokd", "labels"), ("fixed", "fixed"), ("consistent", "consistent")):
         change = paired_gap(list(acc[(teaching, last)]), list(acc[(teaching, first)]))
-        lines.append({"comparison": f"{name}: {last}x - {first}x", "schedule": "", "gap, points [95% CI]": str(change)})
+        lines.append({"comparison": f"{name}: {last}x - {first}x", GAIN_COLUMN: str(change)})
     for teaching, name in (("fixed", "fixed gain"), ("consistent", "consistent gain")):
         gain_last = acc[(teaching, last)] - acc[("nokd", last)]
         gain_first = acc[(teaching, first)] - acc[("nokd", first)]
         change = paired_gap(list(gain_last), list(gain_first))
-        lines.append({"comparison": f"{name}: {last}x - {first}x", "schedule": "",
-                      "gap, points [95% CI]": str(change)})
+        lines.append({"comparison": f"{name}: {last}x - {first}x", GAIN_COLUMN: str(change)})
     return pd.DataFrame(lines)
 
 
