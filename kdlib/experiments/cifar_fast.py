@@ -30,7 +30,7 @@ keeps the recipe's label smoothing of 0.2, so only the distillation term differs
 
     python -m kdlib.experiments cifar10-fast --profile full    # results/cifar10_fast_full.json
 
-The quick profile uses chapter 10's quick teacher (a small network on 2,000 images), so that CI
+The quick profile uses chapter 10's quick teacher (a small network on 1,000 images), so that CI
 runs the whole pipeline in under a minute.
 """
 

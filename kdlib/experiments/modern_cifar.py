@@ -74,9 +74,9 @@ class CifarScale:
 
 
 SCALES = {
-    "quick": CifarScale(validation=500, student_images=2_000, teacher_epochs=3, teacher_widths=(32, 64, 64),
-                        teacher_images=2_000, student_epochs=2, student_widths=(16, 32, 32), translate=1,
-                        batch_size=500, final_seeds=(0, 1), selection_seeds=(100,), test_images=1_000),
+    "quick": CifarScale(validation=500, student_images=1_000, teacher_epochs=3, teacher_widths=(32, 64, 64),
+                        teacher_images=1_000, student_epochs=2, student_widths=(16, 32, 32), translate=1,
+                        batch_size=500, final_seeds=(0, 1), selection_seeds=(100,), test_images=500),
     "full": CifarScale(validation=5_000, student_images=None, teacher_epochs=20, teacher_widths=(64, 256, 256),
                        teacher_images=None, student_epochs=5, student_widths=(32, 64, 128), translate=1,
                        batch_size=1024, final_seeds=(0, 1, 2, 3, 4), selection_seeds=(100,)),
