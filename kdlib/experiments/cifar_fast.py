@@ -333,8 +333,8 @@ def consistency_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.D
     for row in PLANNED:
         if row.reduced and row.size == "ideal":
             teaching = row.teaching if row.kd else "nokd"
-            values, seconds = row_values(data, row, field), row_values(data, row, "train_wall_s")
-            for seed, value, train_s, steps in zip(seeds_of(data), values, seconds, row_values(data, row, "steps")):
+            columns = [row_values(data, row, name) for name in (field, "train_wall_s", "steps")]
+            for seed, value, train_s, steps in zip(seeds_of(data), *columns):
                 lines.append({"part": "consistency", "teaching": teaching, "patience": row.patience,
                               "seed": seed, "accuracy": value, "train_s": train_s, "steps": steps})
     return pd.DataFrame(lines)
