@@ -49,7 +49,7 @@ from kdlib.precision import use_bfloat16
 from kdlib.terms import Term
 from kdlib.train import EpochCallback, TrainConfig, TrainLog, train
 
-__all__ = ["FastRecipe", "ViewTransform", "apply_views", "fast_cifar_net", "teacher_key", "view_count",
+__all__ = ["FastRecipe", "ViewTransform", "apply_views", "centre_view", "fast_cifar_net", "teacher_key", "view_count",
            "view_logits", "fast_schedule", "flip_translate",
            "init_whitening", "tta_logits", "FastBatchTransform", "fast_accuracy", "parameter_groups",
            "train_fast", "training_flops", "Lookahead"]
@@ -197,6 +197,12 @@ def view_count(translate: int) -> int:
     """How many views the grid of ``translate`` has: every shift by ``-translate .. translate``
     pixels in each direction, mirrored or not."""
     return 2 * (2 * translate + 1) ** 2
+
+
+def centre_view(translate: int) -> int:
+    """The view of :func:`apply_views` that is the image itself: the centre of the grid, not
+    mirrored."""
+    return (2 * translate + 1) ** 2 // 2
 
 
 def apply_views(images: Tensor, views: Tensor, translate: int) -> Tensor:

@@ -113,12 +113,13 @@ def test_patience_stretches_the_whole_schedule():
 
 
 def test_a_fixed_teacher_reads_the_plain_image_for_every_view():
-    from kdlib.fastnet import apply_views, view_count
+    from kdlib.fastnet import apply_views, centre_view, view_count
 
     images = torch.rand(3, 3, 8, 8)
     for translate in (1, 2):
         views = view_count(translate)
-        centre = (2 * translate + 1) ** 2 // 2
+        centre = (2 * translate + 1) ** 2 // 2  # computed here, not by kdlib.fastnet.centre_view
+        assert centre_view(translate) == centre
         plain = apply_views(images, torch.full((3,), centre), translate)
         assert torch.equal(plain, images)  # the centre view is the image itself
         soft = torch.randn(views, 3, 10)

@@ -50,7 +50,7 @@ from kdlib.distributed import broadcast, run_rows
 from kdlib.experiments import KD_TEMPERATURE, TimeBudget, planned_rows, run_command
 from kdlib.experiments import modern_cifar
 from kdlib.experiments.modern import terms_for
-from kdlib.fastnet import FastRecipe, fast_accuracy, fast_cifar_net, train_fast
+from kdlib.fastnet import FastRecipe, centre_view, fast_accuracy, fast_cifar_net, train_fast
 from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
 from kdlib.stats import PairedGap, mean_interval, paired_gap
@@ -128,6 +128,11 @@ class FastScale:
     reduced_per_class: int
     seeds: tuple[int, ...]
 
+    def reduced_indices(self, labels: Tensor) -> Tensor:
+        """The reduced set among the students' images: the first ``reduced_per_class`` of each
+        class, in the split's random order, so a random sample of each class."""
+        return first_per_class(labels, self.reduced_per_class)
+
     def recipe(self, row: FastRow, images: int, full_images: int) -> FastRecipe:
         """The student recipe of ``row`` trained on ``images`` images: chapter 10's, at the row's
         widths. On the reduced set every epoch count is multiplied by the full set's batches per
@@ -177,16 +182,15 @@ def fixed_logits(soft: Tensor, translate: int) -> Tensor:
     the logits of the plain image (the centre of the grid of :func:`kdlib.fastnet.apply_views`,
     not mirrored), so the student sees an augmented image and the teacher's output on the
     un-augmented one. A view of ``soft``: no copy."""
-    centre = (2 * translate + 1) ** 2 // 2
-    return soft[centre].expand_as(soft)
+    return soft[centre_view(translate)].expand_as(soft)
 
 
 def view_spread(soft: Tensor, translate: int, temperature: float = KD_TEMPERATURE) -> dict[str, float]:
     """How far a fixed teacher is from a consistent one on the images of ``soft`` ``(views, N,
     classes)``: over every image and every view but the centre, the share whose top class is the
-    centre view's, and the mean KL divergence, at ``temperature``, from the view's soft targets
-    to the centre's (what a fixed teacher puts in their place)."""
-    centre = (2 * translate + 1) ** 2 // 2
+    centre view's, and the mean KL(p_view || p_centre) of the soft targets at ``temperature``
+    (p_centre is what a fixed teacher puts in place of p_view)."""
+    centre = centre_view(translate)
     others = torch.cat([soft[:centre], soft[centre + 1:]])
     plain = soft[centre].expand_as(others)
     log_views = torch.log_softmax(others / temperature, -1)
@@ -208,8 +212,7 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
     row, dataset = run.row, data.dataset
     images, labels, logits = data.x_train, data.y_train, soft
     if row.reduced:
-        # the first images of each class, in the split's random order: a random sample of each
-        keep = first_per_class(labels, scale.reduced_per_class)
+        keep = scale.reduced_indices(labels)
         images, labels, logits = images[keep], labels[keep], soft[:, keep]
     recipe = scale.recipe(row, len(images), len(data.x_train))
     steps = recipe.epochs * -(-len(images) // recipe.batch_size)
@@ -245,7 +248,7 @@ def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progre
         results.put("teacher-flops", {"kind": "cost", "flops_per_image": flops_per_image(
             scale.base.teacher_widths, len(dataset.classes))})
     if where.is_main and not results.has("teacher-views"):  # on the reduced set's images
-        keep = first_per_class(data.y_train, scale.reduced_per_class)
+        keep = scale.reduced_indices(data.y_train)
         results.put("teacher-views", {"kind": "views", "images": len(keep),
                                       **view_spread(soft[:, keep], scale.base.translate)})
 
