@@ -4,7 +4,10 @@ PyTorch's default (one thread per core) is fast on an idle machine and slow on a
 threads wait for each other at every operation, so when one core is taken by another program,
 a two-thread run of a small network can be many times slower than a one-thread run
 (``benchmarks/threads.py`` measures this). Small networks (the MNIST MLPs) gain little from a
-second thread even on an idle machine, so they use one; convolutional networks use up to two.
+second thread even on an idle machine, so they use one; MLPs trained many at a time as one
+stack (:mod:`kdlib.stacked`) and convolutional networks use up to two. Processes of one run on
+one machine (``--workers``, or torchrun's ``LOCAL_WORLD_SIZE``) share its cores: each gets its
+part of them.
 
 ``KDLIB_THREADS`` overrides the choice for every kind of work. More threads than the cores this
 process may use are refused: they only wait for each other (one MNIST epoch took 31 s with
@@ -19,7 +22,7 @@ import torch
 
 from kdlib.errors import UsageError
 
-THREADS_BY_WORK: dict[str, int] = {"mlp": 1, "resnet": 2}
+THREADS_BY_WORK: dict[str, int] = {"mlp": 1, "stacked mlp": 2, "resnet": 2}
 
 
 def available_cores() -> int:
@@ -31,8 +34,9 @@ def available_cores() -> int:
 
 
 def threads_for(work: str) -> int:
-    """The thread count for ``work`` (``"mlp"`` or ``"resnet"``): ``KDLIB_THREADS`` if set (at
-    most :func:`available_cores`), else the table above, capped by the number of cores."""
+    """The thread count for ``work`` (``"mlp"``, ``"stacked mlp"`` or ``"resnet"``):
+    ``KDLIB_THREADS`` if set (at most :func:`available_cores`), else the table above, capped by
+    this process's part of the cores (:func:`cores_per_process`)."""
     if work not in THREADS_BY_WORK:
         raise ValueError(f"work must be one of {sorted(THREADS_BY_WORK)}, got {work!r}")
     cores = available_cores()
@@ -45,7 +49,15 @@ def threads_for(work: str) -> int:
                              f"the extra threads only wait for each other and slow training down many times. "
                              f"Set KDLIB_THREADS to at most {cores}, or unset it to let kdlib choose")
         return int(value)
-    return max(1, min(THREADS_BY_WORK[work], cores))
+    return max(1, min(THREADS_BY_WORK[work], cores_per_process()))
+
+
+def cores_per_process() -> int:
+    """This process's part of the cores: :func:`available_cores` shared equally among the
+    processes of one run on this machine (``LOCAL_WORLD_SIZE``, set by ``--workers`` and
+    torchrun), at least one."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "1").strip()
+    return max(1, available_cores() // max(1, int(local) if local.isdigit() else 1))
 
 
 def set_threads(work: str) -> int:

@@ -24,7 +24,7 @@ from kdlib.profile import PROFILES, SLOW_RUN_OPT_IN, current_profile
 
 EXPERIMENTS = tuple(EXPERIMENT_STEMS)
 FLAGS: dict[str, set[str]] = {
-    "mnist": {"time_budget_s", "no_inference", "inference_only", "workers"},
+    "mnist": {"time_budget_s", "no_inference", "inference_only", "workers", "one_at_a_time"},
     "cifar10": {"time_budget_s", "no_inference", "inference_only", "workers"},
     "cifar10-precision": {"time_budget_s"},
     "regimes": {"time_budget_s", "workers"},
@@ -44,6 +44,7 @@ WHY_NOT = {
     "inference_only": "it times no inference separately",
     "parts": "it has no parts to choose from",
     "workers": "it runs in one process",
+    "one_at_a_time": "only mnist trains its students in stacks",
 }
 
 
@@ -97,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--workers", type=workers_count, default=None,
                        help="processes to share the rows out over, on this machine (e.g. 2: one per core; "
                             "what torchrun --standalone --nproc-per-node N does, without torchrun)")
+    parse.add_argument("--one-at-a-time", action="store_true",
+                       help="mnist: train each student alone, on one thread, instead of in stacks of one shape "
+                            "(kdlib.stacked), as earlier versions did; the rows agree to float32 rounding")
     parse.add_argument("--yes", action="store_true",
                        help=f"start a run of many hours (the paper profile on a CPU); same as {SLOW_RUN_OPT_IN}=1")
     return parse
@@ -106,7 +110,7 @@ def refuse_flags(parse: argparse.ArgumentParser, args: argparse.Namespace) -> No
     """Exit with a message (status 2) for a flag the experiment does not honour."""
     given = {"time_budget_s": args.time_budget_s is not None, "no_inference": args.no_inference,
              "inference_only": args.inference_only, "parts": args.parts is not None,
-             "workers": args.workers is not None}
+             "workers": args.workers is not None, "one_at_a_time": args.one_at_a_time}
     for flag, on in given.items():
         if on and flag not in FLAGS[args.experiment]:
             why = "it trains nothing" if args.experiment == "manifest" else WHY_NOT[flag]
@@ -156,7 +160,8 @@ def run(argv: list[str] | None = None) -> int:
         from kdlib.experiments.mnist import run_mnist
 
         data = run_mnist(profile, out=out, command=command, time_budget_s=budget,
-                         inference=not args.no_inference, train_rows=not args.inference_only)
+                         inference=not args.no_inference, train_rows=not args.inference_only,
+                         stacked=not args.one_at_a_time)
     elif args.experiment == "cifar10-precision":
         from kdlib.experiments.cifar import run_precision_check
 

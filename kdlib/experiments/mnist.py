@@ -38,7 +38,8 @@ from kdlib.profile import check_profile
 from kdlib.threads import set_threads
 from kdlib.results import ResultFile, new_provenance
 from kdlib.stats import paired_gap
-from kdlib.train import TrainConfig, accuracy, predict_logits, train
+from kdlib.stacked import train_stacked
+from kdlib.train import TrainConfig, TrainLog, accuracy, predict_logits, train
 
 
 @dataclass(frozen=True)
@@ -195,16 +196,29 @@ def record_teacher_row(results: ResultFile, seed: int, teacher: torch.nn.Module,
 def run_student(spec: StudentSpec, kind: str, seed: int, x_train: Tensor, y_train: Tensor,
                 teacher_logits: Tensor, x_test: Tensor, y_test: Tensor,
                 teacher_test_logits: Tensor) -> dict[str, Any]:
-    """Train one student and return its result row, with its fidelity to the seed's teacher on
-    the training and the test images (measured for the students without KD too, as a baseline)."""
+    """Train one student alone (:func:`kdlib.train.train`) and return its result row
+    (:func:`student_row`)."""
     config = student_config(spec, seed, kind)
     student = seeded(lambda: mlp([spec.hidden]), seed)
     log = train(student, x_train, None if kind == "labelfree" else y_train, config,
                 teacher_logits=None if kind == "nokd" else teacher_logits)
+    return student_row(MnistRun(kind, spec, seed), student, log, x_train, teacher_logits, x_test, y_test,
+                       teacher_test_logits)
+
+
+def student_row(run: MnistRun, student: torch.nn.Module, log: TrainLog, x_train: Tensor, teacher_logits: Tensor,
+                x_test: Tensor, y_test: Tensor, teacher_test_logits: Tensor) -> dict[str, Any]:
+    """The result row of a trained student: its test accuracy, training time and fidelity to the
+    seed's teacher on the training and the test images (measured for the students without KD
+    too, as a baseline). A student trained in a stack (:mod:`kdlib.stacked`) also records the
+    stack's size and wall time; its ``train_wall_s`` is its share of that time."""
     test_logits = predict_logits(student, x_test)
-    return {"kind": kind, "seed": seed, "spec": asdict(spec), "config": config.to_dict(),
+    stack = log.history[0] if log.history and "stack_size" in log.history[0] else None
+    return {"kind": run.kind, "seed": run.seed, "spec": asdict(run.spec),
+            "config": student_config(run.spec, run.seed, run.kind).to_dict(),
             "accuracy": (test_logits.argmax(1) == y_test).float().mean().item(),
             "train_wall_s": log.wall_s, "samples_per_s": log.samples_per_s,
+            **({"stack": {"size": stack["stack_size"], "wall_s": stack["stack_wall_s"]}} if stack else {}),
             **fidelity_fields((predict_logits(student, x_train), teacher_logits),
                               (test_logits, teacher_test_logits))}
 
@@ -232,6 +246,35 @@ def planned_runs(seeds: tuple[int, ...]) -> list[MnistRun]:
     return list({run.row_id(): run for run in runs}.values())
 
 
+@dataclass(frozen=True)
+class MnistStack:
+    """Student runs trained together as one stack (:func:`kdlib.stacked.train_stacked`): every
+    run of one width, number of epochs and batch size, whatever its kind, temperature or seed."""
+
+    runs: tuple[MnistRun, ...]
+
+    def row_id(self) -> str:
+        """A name for progress reports (the rows keep their own ids)."""
+        spec = self.runs[0].spec
+        return f"stack of {len(self.runs)}: h{spec.hidden}_e{spec.epochs}_b{spec.batch_size}"
+
+
+def stacked_runs(runs: list[MnistRun]) -> list[MnistStack]:
+    """``runs`` in stacks of one shape and schedule, the largest first (so that two workers
+    finish at about the same time)."""
+    groups: dict[tuple[int, int, int], list[MnistRun]] = {}
+    for run in runs:
+        groups.setdefault((run.spec.hidden, run.spec.epochs, run.spec.batch_size), []).append(run)
+    stacks = [MnistStack(tuple(group)) for group in groups.values()]
+    return sorted(stacks, key=lambda stack: -stack_cost(stack))
+
+
+def stack_cost(stack: MnistStack) -> float:
+    """Roughly how long a stack trains: members times epochs times hidden units."""
+    spec = stack.runs[0].spec
+    return len(stack.runs) * spec.epochs * spec.hidden
+
+
 def measure_inference(x_test: Tensor, repeats: int, threads: int) -> dict[str, Any]:
     """Inference cost of the teacher and of each student width (weights do not matter for timing)."""
     torch.manual_seed(0)
@@ -244,7 +287,7 @@ def measure_inference(x_test: Tensor, repeats: int, threads: int) -> dict[str, A
 def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
               dataset: ImageDataset | None = None, command: str | None = None,
               time_budget_s: float | None = None, inference: bool = True,
-              train_rows: bool = True) -> dict[str, Any]:
+              train_rows: bool = True, stacked: bool = True) -> dict[str, Any]:
     """Run (or resume) the whole MNIST experiment at ``profile`` scale; returns the result data.
 
     With ``out`` the rows are saved to that file as they finish and rows already there are not
@@ -253,6 +296,12 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     trained by the experiments' one driver (:func:`kdlib.distributed.run_rows`).
     ``inference=False`` skips the inference timings; ``train_rows=False`` trains nothing and
     only adds them.
+
+    ``stacked=True`` (the default) trains the students of each width, number of epochs and batch
+    size together, as one stack (:func:`stacked_runs`, :mod:`kdlib.stacked`), with two threads
+    where there are two cores; ``stacked=False`` trains them one at a time, each with one thread
+    (:func:`run_student`). The two give the same rows to within float32 rounding that grows over
+    training (``benchmarks/table1.py`` measures how far apart they end).
     """
     from kdlib.experiments import TimeBudget, paper_cpu_estimate
     from kdlib.profile import check_paper_on_cpu
@@ -267,7 +316,8 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     dataset = dataset if dataset is not None else load_mnist()
     results.use_data_source(dataset.source)
     x_train, y_train, x_test, y_test = prepare_inputs(dataset, scale.train_size)
-    results.run_provenance["environment"]["torch_threads"] = set_threads("mlp")
+    results.run_provenance["environment"]["torch_threads"] = set_threads("stacked mlp" if stacked else "mlp")
+    results.run_provenance["stacked"] = stacked
     results.run_provenance["environment"]["ranks"] = where.world
     todo = broadcast([run for run in planned_runs(scale.seeds) if not results.has(run.row_id())]
                      if train_rows else [], where)
@@ -290,16 +340,31 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
             record_teacher_row(results, seed, teacher, info, x_test, y_test)
         teachers[seed] = predict_logits(teacher, x_train), predict_logits(teacher, x_test)
 
-    def train_one(run: MnistRun) -> dict[str, Any]:
+    def train_one(run: MnistRun) -> dict[str, dict[str, Any]]:
         train_logits, test_logits = teachers[run.seed]
-        return run_student(run.spec, run.kind, run.seed, x_train, y_train, train_logits, x_test, y_test,
-                           test_logits)
+        return {run.row_id(): run_student(run.spec, run.kind, run.seed, x_train, y_train, train_logits, x_test,
+                                          y_test, test_logits)}
 
-    def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
+    def train_stack(stack: MnistStack) -> dict[str, dict[str, Any]]:
+        models = [seeded(lambda: mlp([run.spec.hidden]), run.seed) for run in stack.runs]
+        logs = train_stacked(models, x_train, y_train,
+                             [student_config(run.spec, run.seed, run.kind) for run in stack.runs],
+                             [None if run.kind == "nokd" else teachers[run.seed][0] for run in stack.runs])
+        return {run.row_id(): student_row(run, model, log, x_train, teachers[run.seed][0], x_test, y_test,
+                                          teachers[run.seed][1])
+                for run, model, log in zip(stack.runs, models, logs)}
+
+    def save(_: str, rows: dict[str, dict[str, Any]]) -> None:
+        for row_id, row in rows.items():
+            results.put(row_id, row)
+
+    def report(i: int, n: int, name: str, rows: dict[str, dict[str, Any]]) -> None:
         if progress:
-            print(f"{i}/{n} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
+            for row_id, row in rows.items():
+                print(f"{i}/{n} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
 
-    run_rows(todo, train_one, results.put, budget.spent, where, report)
+    units: list[Any] = stacked_runs(todo) if stacked else todo
+    run_rows(units, train_stack if stacked else train_one, save, budget.spent, where, report)
     if where.is_main and inference and not budget.spent() and "inference" not in results.data:
         results.set("inference", measure_inference(x_test, scale.timing_repeats, threads=1))
     results.save()

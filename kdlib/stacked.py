@@ -1,0 +1,193 @@
+"""Many small students trained at once, as one stacked network.
+
+A step of a 784-300-10 student at batch 32 is too small to keep a CPU core busy: most of its
+time goes to calling PyTorch, not to arithmetic. Table 1 trains 51 such students (17 per seed),
+most with the same shape and schedule. :func:`train_stacked` trains ``S`` of them together:
+each layer's weights are kept as one tensor of shape ``(S, in, out)`` and every step is one
+batched matrix product per layer (``torch.baddbmm``) over the ``S`` students' own batches.
+Batched products also split over two threads, so one process keeps both cores busy.
+
+Each member keeps everything that makes its run its own, drawn exactly as :func:`kdlib.train.train`
+draws it: its initial weights (the model passed in), its data order (a generator seeded with its
+config's seed, one permutation per epoch), its teacher's logits, its temperature and its label
+weight. The loss of each member is :func:`kdlib.losses.distillation_loss`'s, computed in the
+same float64 precision, and the optimiser and learning-rate schedule are
+:func:`kdlib.train.make_optimizer` and :func:`kdlib.train.make_scheduler`, whose updates act on
+each number separately. So a member takes the steps it would take alone; only the matrix
+products are computed by another kernel, whose float32 rounding differs in the last bits.
+After one step a member's weights equal those of its run alone to float32 rounding; over
+thousands of steps such differences grow, as they do between two machines.
+``tests/test_stacked.py`` checks both, and ``benchmarks/table1.py`` compares the whole of
+Table 1 trained stacked with the same table trained one student at a time.
+
+What can be stacked: plain multilayer perceptrons (:func:`kdlib.models.mlp` without dropout or
+max-norm) of one shape, trained with one schedule (epochs, batch size, optimiser, learning rate,
+momentum, weight decay, warm-up, label smoothing); the seed, the temperature, the label weight
+and the teacher may differ from member to member.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdlib.train import TrainConfig, TrainLog, check_epoch_loss, make_optimizer, make_scheduler
+
+__all__ = ["MEMBER_FIELDS", "linear_layers", "train_stacked"]
+
+MEMBER_FIELDS = ("seed", "temperature", "label_weight")
+"""The config fields in which the members of a stack may differ; all others must be equal."""
+
+
+def linear_layers(model: nn.Module) -> list[nn.Linear]:
+    """The linear layers of a plain MLP (``Flatten``, then ``Linear`` and ``ReLU`` in turn, ending
+    with a ``Linear``); anything else is refused with a message that says what can be stacked."""
+    what = ("train_stacked trains plain MLPs, as kdlib.models.mlp(hidden) builds them (without "
+            "dropout or max_norm); train this model with kdlib.train.train")
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"got a {type(model).__name__}: {what}")
+    layers, expect_linear = [], True
+    for module in model:
+        if isinstance(module, nn.Flatten) and not layers:
+            continue
+        if expect_linear and type(module) is nn.Linear:
+            layers.append(module)
+        elif not expect_linear and type(module) is nn.ReLU:
+            pass
+        else:
+            raise TypeError(f"it holds a {type(module).__name__} where a "
+                            f"{'Linear' if expect_linear else 'ReLU'} layer was expected: {what}")
+        expect_linear = not expect_linear
+    if not layers or expect_linear:
+        raise TypeError(f"it does not end with a Linear layer: {what}")
+    return layers
+
+
+def check_stack(models: Sequence[nn.Module], configs: Sequence[TrainConfig],
+                teacher_logits: Sequence[Tensor | None], inputs: Tensor, labels: Tensor) -> None:
+    """Members that can be trained as one stack: same shapes, same schedule, a teacher wherever
+    a config asks for one; each mistake gets a message that says how to fix it."""
+    if not models or not (len(models) == len(configs) == len(teacher_logits)):
+        raise ValueError(f"train_stacked needs one config and one teacher_logits entry (None for none) "
+                         f"per model, got {len(models)} models, {len(configs)} configs and "
+                         f"{len(teacher_logits)} teacher_logits")
+    shapes = [[tuple(layer.weight.shape) for layer in linear_layers(m)] for m in models]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError(f"the models of a stack must have the same layers, got {sorted(set(map(str, shapes)))}: "
+                         "stack the models of each shape separately")
+    shared = [f.name for f in fields(TrainConfig) if f.init and f.name not in MEMBER_FIELDS]
+    for config in configs[1:]:
+        differ = [name for name in shared if getattr(config, name) != getattr(configs[0], name)]
+        if differ:
+            raise ValueError(f"the members of a stack share one schedule, but their configs differ in {differ}: "
+                             f"only {list(MEMBER_FIELDS)} may differ; stack such runs separately")
+    if configs[0].mixed_precision:
+        raise ValueError("train_stacked trains in float32: set mixed_precision=False, or train with kdlib.train")
+    if not inputs.is_floating_point() or labels.dtype != torch.int64 or len(inputs) != len(labels):
+        raise TypeError(f"inputs must be floats and labels int64 class indices, one per input; got {inputs.dtype} "
+                        f"inputs ({len(inputs)}) and {labels.dtype} labels ({len(labels)})")
+    classes = shapes[0][-1][0]
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must be class indices in [0, {classes - 1}], got values from "
+                         f"{labels.min().item()} to {labels.max().item()}")
+    for i, (config, logits) in enumerate(zip(configs, teacher_logits)):
+        if logits is None:
+            if config.label_weight != 1.0:
+                raise ValueError(f"member {i} has label_weight {config.label_weight} but no teacher_logits: "
+                                 "pass its teacher's logits, or label_weight=1 to train on the labels alone")
+        elif logits.shape != (len(inputs), classes) or not torch.isfinite(logits).all():
+            raise ValueError(f"member {i}'s teacher_logits must be finite, of shape ({len(inputs)}, {classes}), "
+                             f"one row per input; got {tuple(logits.shape)}")
+
+
+def train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, configs: Sequence[TrainConfig],
+                  teacher_logits: Sequence[Tensor | None]) -> list[TrainLog]:
+    """Train ``models[i]`` in place with ``configs[i]`` and ``teacher_logits[i]`` (``None``: the
+    labels alone), all at once, as :func:`kdlib.train.train` would train each of them (see the
+    module's docstring for what "as" means here and for what can be stacked).
+
+    Returns one :class:`kdlib.train.TrainLog` per model. Its ``wall_s`` is the member's share of
+    the stack's wall time (the stack's time over the number of members), its ``samples_per_s``
+    the images it saw per second of that share; ``history`` records the stack's own wall time
+    and size. Labels are read (for the training accuracy) even for a member whose label weight
+    is 0.
+    """
+    check_stack(models, configs, teacher_logits, inputs, labels)
+    config, size = configs[0], len(models)
+    flat = inputs.reshape(len(inputs), -1)
+    layers = [linear_layers(m) for m in models]
+    params: list[Tensor] = []
+    for depth in range(len(layers[0])):
+        params.append(torch.stack([ls[depth].weight.detach().T for ls in layers]).contiguous().requires_grad_())
+        params.append(torch.stack([ls[depth].bias.detach()[None] for ls in layers]).contiguous().requires_grad_())
+    # the data order of each seed, drawn as kdlib.train draws it
+    seeds = sorted({c.seed for c in configs})
+    generators = [torch.Generator(device=inputs.device).manual_seed(s) for s in seeds]
+    order_of = torch.tensor([seeds.index(c.seed) for c in configs], device=inputs.device)
+    # one table of teacher logits per distinct teacher, and zeros for the members without one
+    classes = params[-1].shape[-1]
+    teachers, teacher_of = [torch.zeros(len(inputs), classes, device=inputs.device)], []
+    for logits in teacher_logits:
+        found = next((j for j, t in enumerate(teachers) if t is logits), None)
+        if logits is not None and found is None:
+            teachers.append(logits)
+            found = len(teachers) - 1
+        teacher_of.append(found or 0)
+    table, teacher_of_t = torch.stack(teachers), torch.tensor(teacher_of, device=inputs.device)
+    work = torch.float64  # the losses' precision, as in kdlib.losses
+    temperature = torch.tensor([c.temperature for c in configs], dtype=work)[:, None, None]
+    label_w = torch.tensor([c.label_weight for c in configs])
+    kd_w = torch.tensor([(1.0 - c.label_weight) * c.temperature ** 2 for c in configs])
+    opt = make_optimizer(params, config)
+    steps_per_epoch = -(-len(inputs) // config.batch_size)
+    schedule = make_scheduler(opt, config, steps_per_epoch)
+    eps = config.label_smoothing
+    losses: list[list[float]] = [[] for _ in models]
+    accuracies: list[list[float | None]] = [[] for _ in models]
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        orders = torch.stack([torch.randperm(len(inputs), generator=g, device=inputs.device) for g in generators])
+        orders = orders[order_of]
+        total = torch.zeros(size)
+        correct = torch.zeros(size, dtype=torch.long)
+        for begin in range(0, len(inputs), config.batch_size):
+            idx = orders[:, begin:begin + config.batch_size]  # (S, batch): each member's own batch
+            h = flat[idx]
+            for depth in range(0, len(params), 2):
+                h = torch.baddbmm(params[depth + 1], h, params[depth])
+                if depth + 2 < len(params):
+                    h = torch.relu(h)
+            y = labels[idx]
+            log_p = F.log_softmax(h.to(work), dim=-1)
+            ce = -log_p.gather(-1, y[..., None]).squeeze(-1).mean(-1)
+            if eps != 0.0:
+                ce = (1.0 - eps) * ce - eps * log_p.mean(-1).mean(-1)
+            log_s = F.log_softmax(h.to(work) / temperature, dim=-1)
+            log_t = F.log_softmax(table[teacher_of_t[:, None], idx].to(work) / temperature, dim=-1)
+            kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean(-1)
+            member_loss = label_w * ce.float() + kd_w * kl.float()  # (S,): each member's own loss
+            opt.zero_grad(set_to_none=True)
+            member_loss.sum().backward()  # each member's weights get its own loss's gradient
+            opt.step()
+            if schedule is not None:
+                schedule.step()
+            total += member_loss.detach() * idx.shape[1]
+            correct += (h.detach().argmax(-1) == y).sum(-1)
+        for i, value in enumerate((total / len(inputs)).tolist()):
+            losses[i].append(check_epoch_loss(value, epoch + 1, losses[i], configs[i], steps_per_epoch))
+            accuracies[i].append(correct[i].item() / len(inputs))
+    wall = time.perf_counter() - start
+    with torch.no_grad():
+        for i, member in enumerate(layers):
+            for depth, layer in enumerate(member):
+                layer.weight.copy_(params[2 * depth][i].T)
+                layer.bias.copy_(params[2 * depth + 1][i, 0])
+    share = wall / size
+    return [TrainLog(wall_s=share, samples_per_s=config.epochs * len(inputs) / share, epoch_losses=losses[i],
+                     history=[{"stack_size": size, "stack_wall_s": wall}], train_accuracy=accuracies[i])
+            for i in range(size)]
