@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
+FIXED_ORDER_CHUNK = 4096
+"""The KL's mean is added up in chunks of this many images, each below PyTorch's threshold for
+splitting a sum over threads."""
+
 
 def fidelity(student_logits: Tensor, teacher_logits: Tensor) -> dict[str, float]:
     """Top-1 agreement with the teacher and the mean KL(teacher || student) at T = 1 (nats)."""
@@ -23,8 +27,13 @@ def fidelity(student_logits: Tensor, teacher_logits: Tensor) -> dict[str, float]
                          f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
     log_p = teacher_logits.float().log_softmax(1)
     log_q = student_logits.float().log_softmax(1)
+    per_image = (log_p.exp() * (log_p - log_q)).sum(1).double()
+    # the mean in a fixed order: chunks too small to be split over threads, added up in turn, so
+    # that it does not change with the thread count (a mean over 60,000 values split over two
+    # threads adds them up in another order)
+    kl = sum(chunk.sum().item() for chunk in per_image.split(FIXED_ORDER_CHUNK)) / max(1, len(per_image))
     return {"agreement": (student_logits.argmax(1) == teacher_logits.argmax(1)).float().mean().item(),
-            "kl": (log_p.exp() * (log_p - log_q)).sum(1).mean().item()}
+            "kl": kl}
 
 
 def fidelity_fields(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]) -> dict[str, dict[str, float]]:

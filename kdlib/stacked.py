@@ -100,7 +100,14 @@ def check_stack(models: Sequence[nn.Module], configs: Sequence[TrainConfig],
             if config.label_weight != 1.0:
                 raise ValueError(f"member {i} has label_weight {config.label_weight} but no teacher_logits: "
                                  "pass its teacher's logits, or label_weight=1 to train on the labels alone")
-        elif logits.shape != (len(inputs), classes) or not torch.isfinite(logits).all():
+            continue
+        if config.label_weight == 1.0:
+            raise ValueError(f"member {i} has teacher_logits but label_weight 1, which would ignore them "
+                             "(label_weight is the weight of the LABEL loss): pass None, or lower label_weight")
+        if config.label_smoothing > 0:
+            raise ValueError(f"member {i} has a teacher, but label_smoothing applies to training on labels "
+                             "alone: set it to 0, or stack only members without a teacher")
+        if logits.shape != (len(inputs), classes) or not torch.isfinite(logits).all():
             raise ValueError(f"member {i}'s teacher_logits must be finite, of shape ({len(inputs)}, {classes}), "
                              f"one row per input; got {tuple(logits.shape)}")
 

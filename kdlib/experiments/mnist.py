@@ -9,7 +9,10 @@ For every seed the runner trains the teacher once, precomputes its logits on the
   temperature share one such run, since temperature then plays no part),
 * one student on the teacher's outputs alone, with no ground-truth label (``kind="labelfree"``).
 
-Every run is a row of a resumable result file (:class:`kdlib.results.ResultFile`).
+Every run is a row of a resumable result file (:class:`kdlib.results.ResultFile`). The students
+of one width, number of epochs and batch size, whatever their kind, temperature or seed, are
+trained together as one stack (:mod:`kdlib.stacked`; :func:`stacked_runs`), or one at a time
+with ``stacked=False``.
 """
 
 from __future__ import annotations
