@@ -19,7 +19,8 @@ The library a researcher reuses, floor by floor (CONTRIBUTING.md draws them from
    :mod:`kdlib.features` (feature maps by forward hooks), the methods one module each in
    :mod:`kdlib.methods` (``kd``, ``fitnets``, ``attention``, ``crd``, ``adversarial``, ``sp``,
    ``dkd``, ``dist``, ``logit_std``), :mod:`kdlib.quantize` (building and deploying an int8
-   student) and :mod:`kdlib.fastnet` (a fast CIFAR-10 network and recipe, after airbench);
+   student), :mod:`kdlib.fastnet` (a fast CIFAR-10 network and recipe, after airbench) and
+   :mod:`kdlib.stacked` (many small MLP students trained at once, as one stack);
 3. **experiments**: :mod:`kdlib.experiments`, one module per table of the book and the
    command-line runner.
 

@@ -27,7 +27,7 @@ FLOORS = ("foundations", "training and methods", "experiments")
 """The floors, bottom first."""
 
 SECOND_FLOOR = ("kdlib.train", "kdlib.terms", "kdlib.features", "kdlib.methods", "kdlib.quantize",
-                "kdlib.fastnet")
+                "kdlib.fastnet", "kdlib.stacked")
 """The modules (and packages) of the second floor; the rest of the library, but for
 :mod:`kdlib.experiments`, is the first."""
 
