@@ -3,14 +3,16 @@
     python benchmarks/workers.py [--profile quick] [--rounds 3]
 
 ``python -m kdlib.experiments mnist`` trains Table 1's students in stacks of one shape
-(:mod:`kdlib.stacked`, the default) or one at a time (``--one-at-a-time``, on one thread each,
-as earlier versions did), in one process or shared out over two (``--workers 2``, one per core).
+(:mod:`kdlib.stacked`, the default; two threads in one process) or one at a time
+(``--one-at-a-time``, one thread, as earlier versions did), in one process or shared out over
+two (``--workers 2``, one per core, one thread each).
 
 First, the default command as a reader runs it, with its inference timings, into an empty
 checkpoint cache: the end-to-end time of the profile, teachers included (``end_to_end_s``).
 Then each round runs the four variants into fresh result files, without the inference
-timings, loading the teachers that first run put in the cache; their order is reversed in
-every other round. The file records every wall time, the medians and their ratios against
+timings, loading the teachers that first run put in the cache (trained there on two threads),
+in the order of :data:`VARIANTS`, reversed in every other round (with one round, nothing is
+interleaved: the file says so). The file records every wall time, the medians and their ratios against
 the one-at-a-time single process.
 
 Rows (timings aside) are compared with those of the one-at-a-time single process of the first
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "provenance": new_provenance(f"python benchmarks/workers.py --profile {args.profile} --rounds {args.rounds}",
                                      profile=args.profile, cpu_count=os.cpu_count()),
-        "interleaved": True, "end_to_end_s": end_to_end, "seconds": times, "median_s": medians,
+        "interleaved": args.rounds > 1, "order": list(VARIANTS), "end_to_end_s": end_to_end, "seconds": times, "median_s": medians,
         "ratio_over_reference": {name: medians[REFERENCE] / m for name, m in medians.items()},
         "rows_identical_within_mode": identical,
         "stacked_largest_difference_points": differences, "tolerance_points": TOLERANCE_POINTS,

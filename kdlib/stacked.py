@@ -1,11 +1,12 @@
 """Many small students trained at once, as one stacked network.
 
-A step of a 784-300-10 student at batch 32 is too small to keep a CPU core busy: most of its
-time goes to calling PyTorch, not to arithmetic. Table 1 trains 51 such students (17 per seed),
-most with the same shape and schedule. :func:`train_stacked` trains ``S`` of them together:
+A step of a 784-300-10 student at batch 32 is small: a large part of its time is likely spent
+calling PyTorch rather than in arithmetic. The course's Table 1 run trains 51 such students
+(17 per seed) in 7 shapes and schedules, 6 to 15 students each. :func:`train_stacked` trains
+``S`` students of one shape and schedule together:
 each layer's weights are kept as one tensor of shape ``(S, in, out)`` and every step is one
 batched matrix product per layer (``torch.baddbmm``) over the ``S`` students' own batches.
-Batched products also split over two threads, so one process keeps both cores busy.
+Batched products also run on two threads, so one process can use both cores.
 
 Each member keeps everything that makes its run its own, drawn exactly as :func:`kdlib.train.train`
 draws it: its initial weights (the model passed in), its data order (a generator seeded with its
@@ -17,7 +18,7 @@ each number separately. So a member takes the steps it would take alone; only th
 products are computed by another kernel, whose float32 rounding differs in the last bits.
 After one step a member's weights equal those of its run alone to float32 rounding; over
 thousands of steps such differences grow, as they do between two machines.
-``tests/test_stacked.py`` checks both, and ``benchmarks/table1.py`` compares the whole of
+``tests/test_stacked.py`` checks both, and ``benchmarks/workers.py`` compares the whole of
 Table 1 trained stacked with the same table trained one student at a time.
 
 What can be stacked: plain multilayer perceptrons (:func:`kdlib.models.mlp` without dropout or

@@ -304,7 +304,7 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     size together, as one stack (:func:`stacked_runs`, :mod:`kdlib.stacked`), with two threads
     where there are two cores; ``stacked=False`` trains them one at a time, each with one thread
     (:func:`run_student`). The two give the same rows to within float32 rounding that grows over
-    training (``benchmarks/table1.py`` measures how far apart they end).
+    training (``benchmarks/workers.py`` measures how far apart they end).
     """
     from kdlib.experiments import TimeBudget, paper_cpu_estimate
     from kdlib.profile import check_paper_on_cpu
