@@ -364,7 +364,8 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     def report(i: int, n: int, name: str, rows: dict[str, dict[str, Any]]) -> None:
         if progress:
             for row_id, row in rows.items():
-                print(f"{i}/{n} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
+                where = f"stack {i}/{n}" if stacked else f"{i}/{n}"
+                print(f"{where} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
 
     units: list[Any] = stacked_runs(todo) if stacked else todo
     run_rows(units, train_stack if stacked else train_one, save, budget.spent, where, report)
