@@ -73,6 +73,7 @@ def no_training(*args, **kwargs):
     ["manifest", "--out", "x.json"], ["cifar10", "--no-inference", "--inference-only"],
     ["mnist", "--time-budget-s", "-1"], ["mnist", "--time-budget-s", "nan"],
     ["mnist", "--time-budget-s", "inf"], ["mnist", "--parts", "cifar"],
+    ["regimes", "--one-at-a-time"], ["cifar10", "--one-at-a-time"],
 ])
 def test_a_flag_that_does_not_apply_or_a_bad_budget_is_refused(argv, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
