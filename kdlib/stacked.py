@@ -92,8 +92,10 @@ def check_stack(models: Sequence[nn.Module], configs: Sequence[TrainConfig],
     if not inputs.is_floating_point() or labels.dtype != torch.int64 or len(inputs) != len(labels):
         raise TypeError(f"inputs must be floats and labels int64 class indices, one per input; got {inputs.dtype} "
                         f"inputs ({len(inputs)}) and {labels.dtype} labels ({len(labels)})")
+    if len(inputs) == 0:
+        raise ValueError("the training set is empty: pass at least one example")
     classes = shapes[0][-1][0]
-    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+    if labels.min() < 0 or labels.max() >= classes:
         raise ValueError(f"labels must be class indices in [0, {classes - 1}], got values from "
                          f"{labels.min().item()} to {labels.max().item()}")
     for i, (config, logits) in enumerate(zip(configs, teacher_logits)):

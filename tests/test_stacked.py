@@ -123,6 +123,8 @@ def test_what_cannot_be_stacked_is_refused_with_what_to_do() -> None:
         train_stacked([model()], x, y, [replace(BASE, label_weight=0.5, label_smoothing=0.1)], [teachers[0]])
     with pytest.raises(ValueError, match="mixed_precision"):
         train_stacked([model()], x, y, [replace(BASE, mixed_precision=True)], [None])
+    with pytest.raises(ValueError, match="empty"):
+        train_stacked([model()], x[:0], y[:0], [BASE], [None])
     with pytest.raises(ValueError, match="one config"):
         train_stacked([model(), model()], x, y, [BASE], [None])
 
