@@ -173,12 +173,11 @@ def train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, c
                 if depth + 2 < len(params):
                     h = torch.relu(h)
             y = labels[idx]
-            logits = h.to(work)
-            log_p = F.log_softmax(logits, dim=-1)
+            log_p = F.log_softmax(h.to(work), dim=-1)
             ce = -log_p.gather(-1, y[..., None]).squeeze(-1).mean(-1)
             if eps != 0.0:
                 ce = (1.0 - eps) * ce - eps * log_p.mean(-1).mean(-1)
-            log_s = F.log_softmax(logits / temperature, dim=-1)
+            log_s = F.log_softmax(h.to(work) / temperature, dim=-1)
             log_t = F.log_softmax(table[teacher_of_t[:, None], idx].to(work) / temperature, dim=-1)
             kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean(-1)
             member_loss = label_w * ce.float() + kd_w * kl.float()  # (S,): each member's own loss
