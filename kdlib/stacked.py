@@ -177,6 +177,8 @@ def train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, c
             ce = -log_p.gather(-1, y[..., None]).squeeze(-1).mean(-1)
             if eps != 0.0:
                 ce = (1.0 - eps) * ce - eps * log_p.mean(-1).mean(-1)
+            # a second conversion, as kd_divergence makes its own: the two gradients then reach
+            # h in float32 each and add up there, as in kdlib.train (one conversion changes bits)
             log_s = F.log_softmax(h.to(work) / temperature, dim=-1)
             log_t = F.log_softmax(table[teacher_of_t[:, None], idx].to(work) / temperature, dim=-1)
             kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean(-1)
