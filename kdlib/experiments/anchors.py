@@ -182,9 +182,14 @@ def load_or_train_teacher(scale: AnchorScale, profile: str, data: tuple[Tensor, 
 
     def fit(model: nn.Module) -> dict[str, Any]:
         shift = lambda x, g: random_shift(x, g, TEACHER["shift"])  # noqa: E731
-        log = train(model, x_train, y_train, config, batch_transform=shift,
-                    on_epoch=test_errors_callback(x_test, y_test))
-        return {"train_wall_s": log.wall_s, "curve": log.history}
+        before = torch.get_num_threads()
+        threads = set_threads("large mlp")  # 1.7x as fast as one thread on two cores
+        try:
+            log = train(model, x_train, y_train, config, batch_transform=shift,
+                        on_epoch=test_errors_callback(x_test, y_test))
+        finally:
+            torch.set_num_threads(before)
+        return {"train_wall_s": log.wall_s, "torch_threads": threads, "curve": log.history}
 
     teacher, info = cached_model("anchors_teacher", key, build_teacher, fit)
     teacher.eval()
