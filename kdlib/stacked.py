@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib.train import TrainConfig, TrainLog, check_epoch_loss, make_optimizer, make_scheduler
+from kdlib.train import (EpochCallback, TrainConfig, TrainLog, check_epoch_loss, make_optimizer,
+                         make_scheduler)
 
 __all__ = ["MEMBER_FIELDS", "linear_layers", "train_stacked"]
 
@@ -116,16 +117,22 @@ def check_stack(models: Sequence[nn.Module], configs: Sequence[TrainConfig],
 
 
 def train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, configs: Sequence[TrainConfig],
-                  teacher_logits: Sequence[Tensor | None]) -> list[TrainLog]:
+                  teacher_logits: Sequence[Tensor | None],
+                  on_epoch: EpochCallback | None = None) -> list[TrainLog]:
     """Train ``models[i]`` in place with ``configs[i]`` and ``teacher_logits[i]`` (``None``: the
     labels alone), all at once, as :func:`kdlib.train.train` would train each of them (see the
     module's docstring for what "as" means here and for what can be stacked).
 
+    ``on_epoch(epoch, model)``, as in :func:`kdlib.train.train`, is called after each epoch for
+    each member in turn, with the member's model holding its weights of that moment (a test
+    curve, say); what it returns goes into that member's ``history``. It may not stop training
+    (members of a stack end together): returning ``{"stop": True}`` raises ``ValueError``.
+
     Returns one :class:`kdlib.train.TrainLog` per model. Its ``wall_s`` is the member's share of
-    the stack's wall time (the stack's time over the number of members), its ``samples_per_s``
-    the images it saw per second of that share; ``history`` records the stack's own wall time
-    and size. Labels are read (for the training accuracy) even for a member whose label weight
-    is 0.
+    the stack's wall time (the stack's time over the number of members, epoch callbacks
+    excluded), its ``samples_per_s`` the images it saw per second of that share; ``stack``
+    records the stack's own wall time and size. Labels are read (for the training accuracy)
+    even for a member whose label weight is 0.
     """
     check_stack(models, configs, teacher_logits, inputs, labels)
     config, size = configs[0], len(models)
@@ -159,6 +166,8 @@ def train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, c
     eps = config.label_smoothing
     losses: list[list[float]] = [[] for _ in models]
     accuracies: list[list[float | None]] = [[] for _ in models]
+    histories: list[list[dict[str, float]]] = [[] for _ in models]
+    callbacks_s = 0.0  # time spent in on_epoch, left out of the training time
     start = time.perf_counter()
     for epoch in range(config.epochs):
         orders = torch.stack([torch.randperm(len(inputs), generator=g, device=inputs.device) for g in generators])
@@ -193,13 +202,29 @@ def train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, c
         for i, value in enumerate((total / len(inputs)).tolist()):
             losses[i].append(check_epoch_loss(value, epoch + 1, losses[i], configs[i], steps_per_epoch))
             accuracies[i].append(correct[i].item() / len(inputs))
-    wall = time.perf_counter() - start
-    with torch.no_grad():
-        for i, member in enumerate(layers):
-            for depth, layer in enumerate(member):
-                layer.weight.copy_(params[2 * depth][i].T)
-                layer.bias.copy_(params[2 * depth + 1][i, 0])
+        if on_epoch is not None:
+            began = time.perf_counter()
+            write_back(params, layers)
+            for i, model in enumerate(models):
+                returned = on_epoch(epoch + 1, model) or {}
+                if isinstance(returned, dict) and returned.get("stop"):
+                    raise ValueError("an epoch callback of train_stacked asked to stop, but the members of "
+                                     "a stack train for the same number of epochs: train that model with "
+                                     "kdlib.train.train to stop it early")
+                histories[i].append(returned)
+            callbacks_s += time.perf_counter() - began
+    wall = time.perf_counter() - start - callbacks_s
+    write_back(params, layers)
     share = wall / size
     return [TrainLog(wall_s=share, samples_per_s=config.epochs * len(inputs) / share, epoch_losses=losses[i],
-                     history=[{"stack_size": size, "stack_wall_s": wall}], train_accuracy=accuracies[i])
+                     history=histories[i], train_accuracy=accuracies[i], stack={"size": size, "wall_s": wall})
             for i in range(size)]
+
+
+@torch.no_grad()
+def write_back(params: list[Tensor], layers: list[list[nn.Linear]]) -> None:
+    """Copy each member's slice of the stacked ``params`` into its own model's layers."""
+    for i, member in enumerate(layers):
+        for depth, layer in enumerate(member):
+            layer.weight.copy_(params[2 * depth][i].T)
+            layer.bias.copy_(params[2 * depth + 1][i, 0])

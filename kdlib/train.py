@@ -142,6 +142,9 @@ class TrainLog:
     (on the batches as transformed, before each step's update); ``None`` without labels."""
     stopped_at: int | None = None
     """The epoch after which the epoch callback stopped training (``None``: it ran every epoch)."""
+    stack: dict[str, float] | None = None
+    """For a model trained in a stack (:func:`kdlib.stacked.train_stacked`): the stack's
+    ``size`` (its number of members) and its own ``wall_s``; ``None`` otherwise."""
 
 
 def train(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -200,3 +201,45 @@ def test_consistency_rows_are_not_carried_over_a_change_of_their_settings(tmp_pa
     with pytest.raises(Exception, match="patience"):
         anchors.carry_over_consistency(source, out, "old")
     assert "cifar_teacher" not in json.loads(out.read_text())["rows"]
+
+
+def schedule_row(kind: str, epochs: int, errors: int) -> tuple[str, dict]:
+    run = anchors.AnchorRun("schedule", kind, 0, epochs)
+    return run.row_id(), {"epochs": epochs, "validation_errors": errors}
+
+
+def test_each_kind_trains_for_the_schedule_with_the_fewest_validation_errors() -> None:
+    scale = anchors.AnchorScale(train_size=None, seeds=(0, 1), teacher_epochs=1, student_epochs=3,
+                                validation_size=100, schedules=(2, 5, 9))
+    rows = dict([schedule_row("kd", 2, 30), schedule_row("kd", 5, 20), schedule_row("kd", 9, 20),
+                 schedule_row("nokd", 2, 25), schedule_row("nokd", 5, 26)])
+    # kd: 5 and 9 tie, the shorter wins; nokd: its 9-epoch row is missing, so it is not chosen yet
+    assert anchors.chosen_epochs(scale, rows) == {"kd": 5}
+    planned = anchors.planned_runs(scale, ("hinton",), anchors.chosen_epochs(scale, rows))
+    pair = [run for run in planned if run.part == "hinton" and run.hidden == (800, 800)]
+    assert {(run.kind, run.epochs) for run in pair} == {("kd", 5)}  # and each seed
+    assert len(pair) == 2
+    rows.update([schedule_row("nokd", 9, 24)])
+    assert anchors.chosen_epochs(scale, rows) == {"kd": 5, "nokd": 9}
+    assert len([run for run in anchors.planned_runs(scale, ("hinton",), anchors.chosen_epochs(scale, rows))
+                if run.part == "schedule"]) == 6
+    without = replace(scale, schedules=())
+    assert anchors.chosen_epochs(without, {}) == {"kd": 3, "nokd": 3}
+
+
+def test_a_run_with_schedules_trains_the_pair_at_the_chosen_epochs(tmp_path, monkeypatch, digits) -> None:
+    monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
+    tiny = anchors.AnchorScale(train_size=None, seeds=(0, 1), teacher_epochs=1, student_epochs=1,
+                               validation_size=100, self_distillation=False, schedules=(1, 2))
+    monkeypatch.setitem(anchors.SCALES, "quick", tiny)
+    data = anchors.run_anchors("quick", out=tmp_path / "a.json", progress=False, dataset=digits,
+                               parts=("hinton",))
+    chosen = anchors.chosen_epochs(tiny, data["rows"])
+    assert set(chosen) == {"kd", "nokd"}
+    schedule = [r for r in data["rows"].values() if r.get("part") == "schedule"]
+    assert len(schedule) == 4 and all("errors" not in r for r in schedule)  # no test errors measured
+    assert all(len(r["curve"]) == r["epochs"] and r["curve"][-1]["validation_errors"] == r["validation_errors"]
+               for r in schedule)
+    pair = anchors.student_frame(data).query("part == 'hinton'")
+    assert len(pair) == 4 and all(pair.epochs == pair.kind.map(chosen))
+    assert len(anchors.planned_frame(data)) == 8

@@ -162,3 +162,29 @@ def test_fidelity_does_not_change_with_the_thread_count() -> None:
     assert values[0] == values[1]
     log_p, log_q = teacher.double().log_softmax(1), student.double().log_softmax(1)
     assert values[0]["kl"] == pytest.approx((log_p.exp() * (log_p - log_q)).sum(1).mean().item(), rel=1e-6)
+
+
+def test_the_epoch_callback_sees_each_member_as_train_would_show_it() -> None:
+    """``on_epoch`` gets each member after each epoch, with that member's weights of the moment:
+    its records match a callback run during the member's training alone (float32 rounding), go
+    into that member's history, and a callback that asks to stop is refused."""
+    x, y, teachers = data()
+
+    def curve(epoch: int, model: torch.nn.Module) -> dict[str, float]:
+        return {"epoch": epoch, "size": model(x).abs().mean().item()}
+
+    alone = []
+    for config, t in MEMBERS:
+        log = train(seeded(lambda: mlp([16]), config.seed), x, None if config.label_weight == 0 else y, config,
+                    teacher_logits=None if t is None else teachers[t], on_epoch=curve)
+        alone.append(log.history)
+    models = [seeded(lambda: mlp([16]), c.seed) for c, _ in MEMBERS]
+    logs = train_stacked(models, x, y, [c for c, _ in MEMBERS],
+                         [None if t is None else teachers[t] for _, t in MEMBERS], on_epoch=curve)
+    for log, expected in zip(logs, alone):
+        assert [p["epoch"] for p in log.history] == [1, 2]
+        assert [p["size"] for p in log.history] == pytest.approx([p["size"] for p in expected], abs=1e-5)
+        assert log.stack == {"size": len(MEMBERS), "wall_s": pytest.approx(logs[0].stack["wall_s"])}
+    assert logs[0].history != logs[1].history
+    with pytest.raises(ValueError, match="stop"):
+        train_stacked([seeded(lambda: mlp([16]), 0)], x, y, [BASE], [None], on_epoch=lambda e, m: {"stop": True})

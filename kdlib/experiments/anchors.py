@@ -52,7 +52,8 @@ from kdlib.profile import check_profile
 from kdlib.results import ResultFile, new_provenance
 from kdlib.stats import paired_gap
 from kdlib.threads import set_threads
-from kdlib.train import TrainConfig, predict_logits, train
+from kdlib.stacked import train_stacked
+from kdlib.train import TrainConfig, TrainLog, predict_logits, train
 
 PARTS = ("hinton", "no3", "only78", "consistency")
 MNIST_PARTS = PARTS[:3]
@@ -92,13 +93,19 @@ class AnchorScale:
     cifar_profile: str = "quick"  # consistency: chapter 8's CIFAR-10 recipe at this profile
     cifar_seeds: tuple[int, ...] = (0,)
     patience: tuple[int, ...] = (1, 2)  # consistency: schedules, in multiples of chapter 8's epochs
+    schedules: tuple[int, ...] = ()
+    """Hinton's pair: the student schedules (epochs) tried first, one student of each kind and
+    schedule (seed 0) trained on the training images outside the validation split; each kind
+    then trains for the schedule that made the fewest validation errors (:func:`chosen_epochs`).
+    Empty: every student trains for ``student_epochs``."""
 
 
 SCALES: dict[str, AnchorScale] = {
     "quick": AnchorScale(train_size=3_000, seeds=(0,), teacher_epochs=2, student_epochs=2,
-                         validation_size=500, self_distillation=False),
+                         validation_size=500, self_distillation=False, schedules=(1, 2)),
     "full": AnchorScale(train_size=None, seeds=(0, 1, 2), teacher_epochs=200, student_epochs=20,
-                        validation_size=5_000, cifar_profile="full", cifar_seeds=(0, 1, 2), patience=(1, 2)),
+                        validation_size=5_000, cifar_profile="full", cifar_seeds=(0, 1, 2), patience=(1, 2),
+                        schedules=(20, 60, 150)),
 }
 SCALES["paper"] = SCALES["full"]
 
@@ -107,15 +114,15 @@ SCALES["paper"] = SCALES["full"]
 class AnchorRun:
     """One MNIST student run; its fields are its identity in the result file."""
 
-    part: str  # "hinton", "no3" or "only78"
+    part: str  # "hinton", "no3", "only78", or "schedule" (Hinton's pair, choosing its epochs)
     kind: str  # "kd" (soft targets at T, plus labels) or "nokd" (labels only)
     seed: int
     epochs: int
     hidden: tuple[int, ...] = (800, 800)
 
     def __post_init__(self) -> None:
-        if self.part not in MNIST_PARTS:
-            raise ValueError(f"part must be one of {MNIST_PARTS}, got {self.part!r}")
+        if self.part not in (*MNIST_PARTS, "schedule"):
+            raise ValueError(f"part must be one of {(*MNIST_PARTS, 'schedule')}, got {self.part!r}")
         if self.kind not in ("kd", "nokd"):
             raise ValueError(f"kind must be 'kd' or 'nokd', got {self.kind!r}")
 
@@ -130,12 +137,42 @@ class AnchorRun:
                 f"/e{c.epochs}_b{c.batch_size}_lr{c.lr:g}/seed{self.seed}")
 
 
-def planned_runs(scale: AnchorScale, parts: tuple[str, ...] = PARTS) -> list[AnchorRun]:
-    """Every student run, in priority order: Hinton's pair per seed, then the transfer sets, then
-    self-distillation (the most expensive)."""
+KINDS = ("kd", "nokd")
+
+
+def schedule_runs(scale: AnchorScale) -> list[AnchorRun]:
+    """The runs that choose the epochs of Hinton's pair: one per kind and tried schedule, seed 0."""
+    return [AnchorRun("schedule", kind, 0, epochs) for epochs in scale.schedules for kind in KINDS]
+
+
+def chosen_epochs(scale: AnchorScale, rows: dict[str, Any]) -> dict[str, int]:
+    """The epochs of Hinton's pair, by kind: ``student_epochs`` when the scale tries no
+    schedules; else, for each kind whose schedule rows are all in ``rows``, the schedule with the
+    fewest validation errors (the shorter on ties). A kind whose rows are not all there yet is
+    left out: its students cannot be planned before they are."""
+    if not scale.schedules:
+        return {kind: scale.student_epochs for kind in KINDS}
+    chosen = {}
+    for kind in KINDS:
+        found = [rows.get(run.row_id()) for run in schedule_runs(scale) if run.kind == kind]
+        if all(found):
+            chosen[kind] = min(found, key=lambda r: (r["validation_errors"], r["epochs"]))["epochs"]
+    return chosen
+
+
+def planned_runs(scale: AnchorScale, parts: tuple[str, ...] = PARTS,
+                 chosen: dict[str, int] | None = None) -> list[AnchorRun]:
+    """Every student run, in priority order: the schedules tried for Hinton's pair, the pair per
+    seed, then the transfer sets, then self-distillation (the most expensive). ``chosen``: the
+    pair's epochs by kind (:func:`chosen_epochs`); a kind without them is not planned yet."""
+    chosen = chosen_epochs(scale, {}) if chosen is None else chosen
     e = scale.student_epochs
     runs: list[AnchorRun | ConsistencyRun] = []
-    for part in [p for p in MNIST_PARTS if p in parts]:
+    if "hinton" in parts:
+        runs += schedule_runs(scale)
+        runs += [AnchorRun("hinton", kind, seed, chosen[kind]) for seed in scale.seeds for kind in KINDS
+                 if kind in chosen]
+    for part in [p for p in ("no3", "only78") if p in parts]:
         for seed in scale.seeds:
             runs += [AnchorRun(part, "kd", seed, e), AnchorRun(part, "nokd", seed, e)]
     if scale.self_distillation and "hinton" in parts:
@@ -156,11 +193,12 @@ def build_teacher() -> nn.Module:
                max_norm=TEACHER["max_norm"])
 
 
-def test_errors_callback(x_test: Tensor, y_test: Tensor):
-    """An epoch callback that records the test errors after each epoch (the training curve)."""
+def test_errors_callback(x_test: Tensor, y_test: Tensor, name: str = "test_errors"):
+    """An epoch callback that records the errors on ``x_test`` after each epoch (the training
+    curve), under ``name``."""
 
     def record(epoch: int, model: nn.Module) -> dict[str, float]:
-        return {"epoch": epoch, "test_errors": errors(predict_logits(model, x_test), y_test)}
+        return {"epoch": epoch, name: errors(predict_logits(model, x_test), y_test)}
 
     return record
 
@@ -227,29 +265,71 @@ PART_CLASSES = {"no3": ((3,), +1.0), "only78": ((7, 8), -1.0)}  # classes whose 
 
 def transfer_set(part: str, y_train: Tensor, validation_size: int) -> tuple[Tensor, Tensor]:
     """(transfer-set indices, validation indices) of a part: all training images for ``hinton``;
-    for ``no3`` and ``only78`` the training images outside the validation split, without 3s or
-    with only 7s and 8s."""
+    for ``schedule`` the training images outside the validation split; for ``no3`` and
+    ``only78`` those without 3s, or with only 7s and 8s."""
     if part == "hinton":
         return torch.arange(len(y_train)), torch.empty(0, dtype=torch.long)
     validation, rest = transfer_split(y_train, validation_size)
+    if part == "schedule":
+        return rest, validation
     keep = y_train[rest] != 3 if part == "no3" else (y_train[rest] == 7) | (y_train[rest] == 8)
     return rest[keep], validation
 
 
-def run_student(run: AnchorRun, scale: AnchorScale, data: tuple[Tensor, ...], teacher_train: Tensor,
-                teacher_test: Tensor) -> dict[str, Any]:
-    """Train one student of ``run`` and return its result row."""
+@dataclass(frozen=True)
+class AnchorStack:
+    """Student runs of one part, shape and number of epochs, trained together as one stack
+    (:func:`kdlib.stacked.train_stacked`): every seed and kind at once."""
+
+    runs: tuple[AnchorRun, ...]
+
+    def row_id(self) -> str:
+        """A name for progress reports (the rows keep their own ids)."""
+        run = self.runs[0]
+        return f"stack of {len(self.runs)}: {run.part}/h{'-'.join(map(str, run.hidden))}/e{run.epochs}"
+
+
+def stacked_runs(runs: list[AnchorRun]) -> list[AnchorStack]:
+    """``runs`` in stacks of one part, shape and number of epochs, in the order of their first run."""
+    groups: dict[tuple[str, tuple[int, ...], int], list[AnchorRun]] = {}
+    for run in runs:
+        groups.setdefault((run.part, run.hidden, run.epochs), []).append(run)
+    return [AnchorStack(tuple(group)) for group in groups.values()]
+
+
+def train_students(stack: AnchorStack, scale: AnchorScale, data: tuple[Tensor, ...], teacher_train: Tensor,
+                   teacher_test: Tensor) -> dict[str, dict[str, Any]]:
+    """Train the students of ``stack`` and return their result rows, by row id."""
+    x_train, y_train, x_test, y_test = data
+    part, hidden = stack.runs[0].part, stack.runs[0].hidden
+    keep, validation = transfer_set(part, y_train, scale.validation_size)
+    soft = teacher_train[keep]  # one tensor: the stack keeps one copy of the teacher's logits
+    models = [seeded(lambda: mlp(list(hidden)), run.seed) for run in stack.runs]
+    curve = {"hinton": test_errors_callback(x_test, y_test),
+             "schedule": test_errors_callback(x_train[validation], y_train[validation],
+                                              "validation_errors")}.get(part)
+    logs = train_stacked(models, x_train[keep], y_train[keep], [run.config() for run in stack.runs],
+                         [soft if run.kind == "kd" else None for run in stack.runs], on_epoch=curve)
+    return {run.row_id(): student_row(run, model, log, scale, data, teacher_train, teacher_test)
+            for run, model, log in zip(stack.runs, models, logs)}
+
+
+def student_row(run: AnchorRun, student: nn.Module, log: TrainLog, scale: AnchorScale,
+                data: tuple[Tensor, ...], teacher_train: Tensor, teacher_test: Tensor) -> dict[str, Any]:
+    """The result row of a trained student. A ``schedule`` student records its validation errors
+    and their curve only (it exists to choose a schedule, so its test errors are not measured);
+    Hinton's pair records its test curve and fidelity; the transfer-set students their bias
+    shift, chosen on validation, and what it does."""
     x_train, y_train, x_test, y_test = data
     keep, validation = transfer_set(run.part, y_train, scale.validation_size)
-    student = seeded(lambda: mlp(list(run.hidden)), run.seed)
-    config = run.config()
-    on_epoch = test_errors_callback(x_test, y_test) if run.part == "hinton" else None
-    log = train(student, x_train[keep], y_train[keep], config,
-                teacher_logits=teacher_train[keep] if run.kind == "kd" else None, on_epoch=on_epoch)
+    row: dict[str, Any] = {**asdict(run), "hidden": list(run.hidden), "config": run.config().to_dict(),
+                           "transfer_size": len(keep), "train_wall_s": log.wall_s, "stack": dict(log.stack or {})}
+    if run.part == "schedule":
+        row.update(validation_errors=errors(predict_logits(student, x_train[validation]), y_train[validation]),
+                   validation_size=len(validation), curve=log.history)
+        return row
     test_logits = predict_logits(student, x_test)
-    row: dict[str, Any] = {**asdict(run), "hidden": list(run.hidden), "config": config.to_dict(),
-                           "transfer_size": len(keep), "errors": errors(test_logits, y_test),
-                           "train_wall_s": log.wall_s}
+    row["errors"] = errors(test_logits, y_test)
     if run.part == "hinton":
         train_logits = predict_logits(student, x_train)
         row.update(curve=log.history, **fidelity_fields((train_logits, teacher_train),
@@ -391,23 +471,38 @@ def run_anchors(profile: str = "quick", out: Path | str | None = None, progress:
                                                         student=dict(STUDENT), kd=dict(KD),
                                                         parts=list(parts)))
     environment = results.run_provenance["environment"]
-    environment["torch_threads"] = set_threads("mlp")
+    environment["torch_threads"] = set_threads("stacked mlp")  # the students train in stacks
     environment["ranks"] = where.world
     if "consistency" in parts:
         from kdlib.threads import threads_for
 
         environment["cifar_torch_threads"] = threads_for("resnet")
     results.save()  # the file exists from the start, so that a second run can join it
-    # rank 0's view of what is left to do decides for every rank
-    todo = broadcast([run for run in planned_runs(scale, parts) if not results.has(run.row_id())], where)
+
+    def pending() -> list[AnchorRun | ConsistencyRun]:
+        """What is left to do, as rank 0 sees it (Hinton's pair only once its schedule is chosen)."""
+        planned = planned_runs(scale, parts, chosen_epochs(scale, results.data["rows"]))
+        return broadcast([run for run in planned if not results.has(run.row_id())], where)
+
+    todo = pending()
     consistency = [run for run in todo if isinstance(run, ConsistencyRun)]
     todo = [run for run in todo if isinstance(run, AnchorRun)]
     mnist_teacher_needed = bool(todo) or (not results.has("teacher") and bool(set(parts) & set(MNIST_PARTS)))
 
-    def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
+    def describe(row: dict[str, Any]) -> str:
+        for key, name in (("errors", "test errors"), ("validation_errors", "validation errors")):
+            if key in row:
+                return f"{row[key]} {name}"
+        return f"accuracy {row['accuracy']:.4f}"
+
+    def report(i: int, n: int, name: str, rows: dict[str, Any]) -> None:
         if progress:
-            what = f"{row['errors']} test errors" if "errors" in row else f"accuracy {row['accuracy']:.4f}"
-            print(f"{i}/{n} {row_id}: {what}, {row['train_wall_s']:.0f} s", flush=True)
+            for row_id, row in (rows.items() if name.startswith("stack of") else [(name, rows)]):
+                print(f"{i}/{n} {row_id}: {describe(row)}, {row['train_wall_s']:.0f} s", flush=True)
+
+    def save(_: str, rows: dict[str, dict[str, Any]]) -> None:
+        for row_id, row in rows.items():
+            results.put(row_id, row)
 
     if broadcast(mnist_teacher_needed and not budget.spent(), where):
         dataset = dataset if dataset is not None else load_mnist()
@@ -416,8 +511,14 @@ def run_anchors(profile: str = "quick", out: Path | str | None = None, progress:
         teacher = one_for_all(lambda: load_or_train_teacher(scale, profile, data, dataset.source, results),
                               build_teacher, where).eval()
         teacher_train, teacher_test = predict_logits(teacher, data[0]), predict_logits(teacher, data[2])
-        run_rows(todo, lambda run: run_student(run, scale, data, teacher_train, teacher_test), results.put,
-                 budget.spent, where, report)
+        # two rounds: everything plannable, then Hinton's pair once its schedule rows exist
+        while todo and not budget.spent():
+            trained = run_rows(stacked_runs(todo), lambda stack: train_students(stack, scale, data, teacher_train,
+                                                                                teacher_test),
+                               save, budget.spent, where, report)
+            todo = [run for run in pending() if isinstance(run, AnchorRun)]
+            if not broadcast(trained, where):
+                break
     if consistency and broadcast(not budget.spent(), where):
         set_threads("resnet")
         run_consistency(consistency, scale, results, budget, report, where)
@@ -518,8 +619,9 @@ def planned_frame(data: dict[str, Any]) -> pd.DataFrame:
     """:func:`student_frame` of a result file that holds every run its scale and parts plan; a
     missing one raises :class:`kdlib.experiments.MissingRows` with the command that makes it."""
     command = run_command("anchors", data)
-    planned_rows(data, [run.row_id() for run in planned_runs(recorded_scale(data), recorded_parts(data))],
-                 command)
+    scale = recorded_scale(data)
+    runs = planned_runs(scale, recorded_parts(data), chosen_epochs(scale, data["rows"]))
+    planned_rows(data, [run.row_id() for run in runs], command)
     return student_frame(data)
 
 

@@ -216,12 +216,11 @@ def student_row(run: MnistRun, student: torch.nn.Module, log: TrainLog, x_train:
     too, as a baseline). A student trained in a stack (:mod:`kdlib.stacked`) also records the
     stack's size and wall time; its ``train_wall_s`` is its share of that time."""
     test_logits = predict_logits(student, x_test)
-    stack = log.history[0] if log.history and "stack_size" in log.history[0] else None
     return {"kind": run.kind, "seed": run.seed, "spec": asdict(run.spec),
             "config": student_config(run.spec, run.seed, run.kind).to_dict(),
             "accuracy": (test_logits.argmax(1) == y_test).float().mean().item(),
             "train_wall_s": log.wall_s, "samples_per_s": log.samples_per_s,
-            **({"stack": {"size": stack["stack_size"], "wall_s": stack["stack_wall_s"]}} if stack else {}),
+            **({"stack": dict(log.stack)} if log.stack else {}),
             **fidelity_fields((predict_logits(student, x_train), teacher_logits),
                               (test_logits, teacher_test_logits))}
 
