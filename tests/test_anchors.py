@@ -243,3 +243,28 @@ def test_a_run_with_schedules_trains_the_pair_at_the_chosen_epochs(tmp_path, mon
     pair = anchors.student_frame(data).query("part == 'hinton'")
     assert len(pair) == 4 and all(pair.epochs == pair.kind.map(chosen))
     assert len(anchors.planned_frame(data)) == 8
+    table = anchors.schedule_table(data)
+    assert list(table.epochs) == [1, 2]
+    assert sum(cell.endswith(" *") for cell in table["KD"]) == 1
+    assert sum(cell.endswith(" *") for cell in table["labels only"]) == 1
+    anchors.plot_schedules(data)
+
+
+def test_an_earlier_teacher_of_the_same_recipe_is_noted_with_where_it_came_from(tmp_path) -> None:
+    recipe = {"hidden": [1200, 1200], "config": {"epochs": 200}}
+    old = {"experiment": "anchors", "provenance": {"git_commit": "abc1234", "scale": {"teacher": recipe},
+                                                   "environment": {"torch_threads": 1, "cpu_count": 2}},
+           "rows": {"teacher": {"errors": 75, "train_wall_s": 3051.0, "curve": [{"epoch": 1}]}}}
+    new = {"experiment": "anchors", "provenance": {"scale": {"teacher": recipe}}, "rows": {"teacher": {"errors": 81}}}
+    source, out = tmp_path / "old.json", tmp_path / "new.json"
+    source.write_text(json.dumps(old))
+    out.write_text(json.dumps(new))
+    note = anchors.record_earlier_teacher(source, out, "old.json at abc1234")
+    assert note["errors"] == 75 and note["torch_threads"] == 1 and note["from"] == "old.json at abc1234"
+    data = json.loads(out.read_text())
+    assert data["provenance"]["earlier_teachers"] == [note] and data["rows"]["teacher"] == {"errors": 81}
+    other = {**new, "provenance": {"scale": {"teacher": {**recipe, "config": {"epochs": 40}}}}}
+    out.write_text(json.dumps(other))
+    with pytest.raises(Exception, match="another recipe"):
+        anchors.record_earlier_teacher(source, out, "old")
+    assert "earlier_teachers" not in json.loads(out.read_text())["provenance"]

@@ -576,6 +576,32 @@ def carry_over_consistency(source: Path | str, out: Path | str, source_label: st
     return len(rows)
 
 
+def record_earlier_teacher(source: Path | str, out: Path | str, source_label: str) -> dict[str, Any]:
+    """Note, in the provenance of the result file ``out`` (under ``earlier_teachers``), the MNIST
+    teacher row of an earlier anchors result file ``source`` trained with the same recipe: its
+    test errors, curve, training time and thread count, the machine and commit that made it, and
+    ``source_label`` (where it came from, e.g. a file at a commit). A retrained teacher is not the
+    same network on another machine or thread count; the earlier one shows how far two trainings
+    of one recipe land apart. Refused (:class:`kdlib.errors.UsageError`) when the two teachers'
+    recipes (architecture, regularisation, training config) differ. Returns the note."""
+    from kdlib.errors import UsageError
+    from kdlib.results import editing
+
+    old = json.loads(Path(source).read_text())
+    with editing(out) as new:
+        recipe_old, recipe_new = (d["provenance"]["scale"]["teacher"] for d in (old, new))
+        if recipe_old != recipe_new:
+            raise UsageError(f"the teacher of {source} was trained with another recipe ({recipe_old}) than "
+                             f"that of {out} ({recipe_new}): only a teacher of the same recipe is noted")
+        row = old["rows"]["teacher"]
+        note = {"from": source_label, "git_commit": old["provenance"].get("git_commit"),
+                "environment": old["provenance"].get("environment"),
+                **{k: row.get(k) for k in ("errors", "train_wall_s", "curve", "weights_sha256")},
+                "torch_threads": row.get("torch_threads", old["provenance"]["environment"].get("torch_threads"))}
+        new["provenance"].setdefault("earlier_teachers", []).append(note)
+    return note
+
+
 # ------------------------------------------------------------------------------------------------
 # Tables for the chapter
 
@@ -798,6 +824,44 @@ def transfer_table(data: dict[str, Any], part: str) -> pd.DataFrame:
                   **{name: ", ".join(f"{v:+g}" for v in by_seed(frame, part, kind, "shift"))
                      for kind, name in (("kd", "KD"), ("nokd", "labels only"))}})
     return pd.DataFrame(lines)
+
+
+def schedule_table(data: dict[str, Any]) -> pd.DataFrame:
+    """The schedules tried for Hinton's pair: per number of epochs, the validation errors (of
+    :data:`AnchorScale.validation_size` images) of the seed-0 student of each kind, the chosen
+    schedule of each kind marked with ``*`` (:func:`chosen_epochs`)."""
+    frame = planned_frame(data)
+    scale = recorded_scale(data)
+    chosen = chosen_epochs(scale, data["rows"])
+    rows = frame[frame.part == "schedule"].set_index(["kind", "epochs"]).validation_errors
+    lines = []
+    for epochs in scale.schedules:
+        line: dict[str, Any] = {"epochs": epochs}
+        for kind, name in (("kd", "KD"), ("nokd", "labels only")):
+            mark = " *" if chosen.get(kind) == epochs else ""
+            line[name] = f"{int(rows[(kind, epochs)])}{mark}"
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+@book_style
+def plot_schedules(data: dict[str, Any]):
+    """Validation errors after each epoch of the seed-0 students that chose Hinton's schedules:
+    one line per kind and schedule (the longest schedule drawn darkest)."""
+    import matplotlib.pyplot as plt
+
+    scale = recorded_scale(data)
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 3.2))
+    shades = np.linspace(0.35, 1.0, len(scale.schedules))
+    for kind, name, colour in (("kd", "KD", plt.cm.Blues), ("nokd", "labels only", plt.cm.Oranges)):
+        for shade, epochs in zip(shades, scale.schedules):
+            row = data["rows"][AnchorRun("schedule", kind, 0, epochs).row_id()]
+            ax.plot([p["epoch"] for p in row["curve"]], [p["validation_errors"] for p in row["curve"]],
+                    color=colour(shade), label=f"{name}, {epochs} epochs")
+    ax.set(xlabel="epoch", ylabel=f"validation errors (of {scale.validation_size:,})", yscale="log",
+           xscale="log")
+    legend_below(fig)
+    return fig
 
 
 def fidelity_table(data: dict[str, Any]) -> pd.DataFrame:
