@@ -578,7 +578,9 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
     carried = prov.get("carried_over")
     if carried:
         made = carried["provenance"]["git_commit"][:7]
-        lines.append(f"carried:    {len(carried['rows'])} rows made at {made}, from {carried['from']}")
+        first, *earlier = carried["from"].split(", carried there from ")
+        lines.append(f"carried:    {len(carried['rows'])} rows made at {made}, from {first}")
+        lines += [f"            (carried there from {where})" for where in earlier]
     training = sum(row.get("train_wall_s", 0.0) for row in data["rows"].values())
     lines.append(f"rows:       {len(data['rows'])}; their training time {training / 60:.0f} min")
     return lines

@@ -268,3 +268,28 @@ def test_an_earlier_teacher_of_the_same_recipe_is_noted_with_where_it_came_from(
     with pytest.raises(Exception, match="another recipe"):
         anchors.record_earlier_teacher(source, out, "old")
     assert "earlier_teachers" not in json.loads(out.read_text())["provenance"]
+
+
+def test_rows_carried_twice_keep_the_provenance_of_the_run_that_made_them(tmp_path) -> None:
+    source, middle = carried_files(tmp_path)
+    anchors.carry_over_consistency(source, middle, "old.json at abc1234")
+    later = json.loads(middle.read_text())
+    later["provenance"]["git_commit"] = "def5678"
+    newest = tmp_path / "newest.json"
+    newest.write_text(json.dumps({**later, "rows": {"teacher": {"errors": 81}},
+                                  "provenance": {k: v for k, v in later["provenance"].items()
+                                                 if k != "carried_over"}}))
+    anchors.carry_over_consistency(middle, newest, "new.json at def5678")
+    carried = json.loads(newest.read_text())["provenance"]["carried_over"]
+    assert carried["provenance"]["git_commit"] == "abc1234"  # made there, not at def5678
+    assert carried["from"] == "new.json at def5678, carried there from old.json at abc1234"
+    assert len(carried["rows"]) == 2
+    from kdlib.results import provenance_lines
+
+    lines = provenance_lines({"provenance": {"command": "c", "git_commit": "x", "carried_over": carried,
+                                             "environment": {"processor": "x86_64", "cpu_count": 2,
+                                                             "torch_threads": 2, "torch": "t",
+                                                             "numpy": "n", "python": "p"}},
+                              "rows": {}})
+    assert "carried:    2 rows made at abc1234, from new.json at def5678" in lines
+    assert "            (carried there from old.json at abc1234)" in lines

@@ -545,7 +545,9 @@ def carry_over_consistency(source: Path | str, out: Path | str, source_label: st
     consistency row yet; else :class:`kdlib.errors.UsageError`. The copy is recorded in
     ``out``'s provenance under ``carried_over``: ``source_label`` (where the rows came from, e.g.
     a file at a commit), the source's provenance and the ids of the rows, so that every row can
-    still be traced to the run that made it. Returns the number of rows copied."""
+    still be traced to the run that made it; rows that ``source`` itself holds as carried over
+    keep the provenance of the run that made them, and ``from`` names both files. Returns the
+    number of rows copied."""
     from kdlib.errors import UsageError
     from kdlib.results import editing
 
@@ -571,8 +573,13 @@ def carry_over_consistency(source: Path | str, out: Path | str, source_label: st
         rows = {k: v for k, v in old["rows"].items() if is_consistency_row(k)}
         new["rows"].update(rows)
         new_prov.setdefault("cifar_data_source", old_prov.get("cifar_data_source"))
-        new_prov["carried_over"] = {"from": source_label, "parts": ["consistency"], "rows": sorted(rows),
-                                    "provenance": old_prov, "resumed": old.get("resumed", [])}
+        origin = old_prov.get("carried_over")
+        if origin and set(rows) <= set(origin["rows"]):  # carried into the source in turn: keep their maker
+            new_prov["carried_over"] = {**origin, "rows": sorted(rows),
+                                        "from": f"{source_label}, carried there from {origin['from']}"}
+        else:
+            new_prov["carried_over"] = {"from": source_label, "parts": ["consistency"], "rows": sorted(rows),
+                                        "provenance": old_prov, "resumed": old.get("resumed", [])}
     return len(rows)
 
 
