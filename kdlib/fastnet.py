@@ -359,14 +359,18 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
                on_epoch: EpochCallback | None = None, mixed_precision: bool | None = None,
                train_images: Tensor | None = None, train_labels: Tensor | None = None,
                terms: list[Term] | None = None, teacher_logits: Tensor | None = None,
-               on_model: Callable[[nn.Module], None] | None = None) -> tuple[nn.Sequential, TrainLog]:
+               on_model: Callable[[nn.Module], None] | None = None,
+               teacher: nn.Module | None = None) -> tuple[nn.Sequential, TrainLog]:
     """Train the fast recipe's network on ``data``'s training images (or on ``train_images`` /
     ``train_labels``, uint8, when given: a validation split, say) with kdlib's one training loop.
 
     To distil, pass ``terms`` (the loss: the recipe's label smoothing then belongs to their label
     term) and ``teacher_logits`` of shape ``(views, N, classes)`` from :func:`view_logits` with
     the recipe's ``translate``: the student trains on random views and reads the teacher's
-    logits on each. ``on_model(network)``, if given, is called with the network before training
+    logits on each. For terms that read the teacher's feature maps (FitNets, attention transfer,
+    CRD), pass the frozen ``teacher`` network instead: it is run on each batch, on the very views
+    the student sees, drawn as with ``teacher_logits`` (the same seed gives the same views).
+    ``on_model(network)``, if given, is called with the network before training
     (a handle to score it by, should training fail).
 
     ``mixed_precision`` defaults to :func:`kdlib.precision.use_bfloat16` on the CPU. ``on_epoch``
@@ -410,9 +414,12 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
             net.whiten[0].bias.requires_grad_(False)
         return on_epoch(epoch, net) if on_epoch is not None else None
 
-    views = teacher_logits is not None
+    if teacher is not None and teacher_logits is not None:
+        raise ValueError("give train_fast either teacher_logits (precomputed per view) or teacher (run on each "
+                         "batch), not both")
+    views = teacher_logits is not None or teacher is not None
     transform = (ViewTransform if views else FastBatchTransform)(data.mean, data.std, recipe.translate)
-    log = train(model, images, labels, config, teacher_logits=teacher_logits, batch_transform=transform,
+    log = train(model, images, labels, config, teacher_logits=teacher_logits, teacher=teacher, batch_transform=transform,
                 on_epoch=after_epoch, optimizer=optimizer, scheduler=fast_schedule(recipe, steps), terms=terms)
     model.eval()
     return model, log

@@ -85,6 +85,28 @@ def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch)
     assert list(anchors.consistency_table(frame).schedule) == ["1x", "2x"]
     assert len(anchors.consistency_gains(frame)) == 3 * 2 + 3 + 2
 
+    weights = cifar_fast.chosen_weights(data["rows"], scale)
+    for method, candidates in cifar_fast.FEATURE_CANDIDATES.items():
+        picked = [data["rows"][f"ideal/kd+{method}-w{w:g}/reduced/seed100"] for w in candidates]
+        best = max(range(len(candidates)), key=lambda i: (picked[i]["validation_accuracy"], -i))
+        assert weights[method] == candidates[best]
+        for seed in scale.seeds:
+            final = data["rows"][f"ideal/kd+{method}/reduced/seed{seed}"]
+            assert final["feature_weight"] == weights[method] and final["steps"] == reduced["steps"]
+            assert any(f"weight={weights[method]:g}" in t or f"weight={weights[method]}" in t for t in final["terms"])
+
+    frame = cifar_fast.feature_frame(data)
+    assert sorted(frame.method.unique()) == ["at", "crd", "fitnets", "kd", "nokd"] and len(frame) == 10
+    from kdlib.experiments import algorithms
+
+    at = algorithms.paired(frame, {"method": "at"}, {"method": "kd"})
+    by_hand = [100 * (data["rows"][f"ideal/kd+at/reduced/seed{s}"]["accuracy_tta"]
+                      - data["rows"][f"ideal/kd/reduced/seed{s}"]["accuracy_tta"]) for s in (0, 1)]
+    assert at.mean == pytest.approx(sum(by_hand) / 2)
+    assert list(algorithms.gains_over_kd(frame).method) == list(algorithms.METHOD_NAMES.values())
+    chosen = cifar_fast.selection_table(data)
+    assert len(chosen) == 6 and (chosen.chosen == "yes").sum() == 3
+
     del data["rows"]["small/labels/full/seed1"]
     with pytest.raises(MissingRows, match="python -m kdlib.experiments cifar10-fast"):
         cifar_fast.kd_gaps(data)
@@ -143,6 +165,32 @@ def test_rows_that_do_not_apply_are_refused():
         cifar_fast.FastRow("x", "ideal", teaching="patient")
     with pytest.raises(ValueError, match="patience must be"):
         cifar_fast.FastRow("x", "ideal", patience=0)
+    with pytest.raises(ValueError, match="feature must be one of"):
+        cifar_fast.FastRow("x", "ideal", reduced=True, feature="hint")
+    with pytest.raises(ValueError, match="added to KD with a consistent teacher"):
+        cifar_fast.FastRow("x", "ideal", kd=False, feature="at")
+    with pytest.raises(ValueError, match="added to KD with a consistent teacher"):
+        cifar_fast.FastRow("x", "ideal", teaching="fixed", feature="at")
+    with pytest.raises(ValueError, match="applies to a row with a feature term only"):
+        cifar_fast.FastRow("x", "ideal", feature_weight=1.0)
+    with pytest.raises(ValueError, match="feature_weight must be > 0"):
+        cifar_fast.FastRow("x", "ideal", feature="at", feature_weight=0.0)
+
+
+def test_the_weight_with_the_best_validation_accuracy_is_chosen():
+    scale = cifar_fast.SCALES["full"]
+    rows = {run.row_id(): {"validation_accuracy": 0.5} for run in cifar_fast.selection_runs(scale)}
+    assert cifar_fast.chosen_weights(rows, scale) == {m: c[0] for m, c in cifar_fast.FEATURE_CANDIDATES.items()}
+    rows["ideal/kd+at-w10/reduced/seed100"]["validation_accuracy"] = 0.6
+    assert cifar_fast.chosen_weights(rows, scale)["at"] == 10.0
+    del rows["ideal/kd+crd-w0.008/reduced/seed100"]
+    with pytest.raises(KeyError):
+        cifar_fast.chosen_weights(rows, scale)
+    # the final feature rows are planned only once their weights are known
+    planned = cifar_fast.planned_runs(scale)
+    assert not any(run.row.feature and run.row.feature_weight is None for run in planned)
+    final = cifar_fast.planned_runs(scale, weights={"fitnets": 1.0, "at": 10.0, "crd": 0.08})
+    assert [r.weight for r in final if r.row.feature == "at" and r.row.feature_weight is None] == [10.0] * 3
 
 
 def test_the_command_line_knows_the_experiment(tmp_path):

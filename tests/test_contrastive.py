@@ -81,3 +81,34 @@ def test_crd_in_train_trains_its_embeddings_and_never_the_teacher() -> None:
     with pytest.raises(ValueError, match="CRD expects features of sizes 99"):
         wrong = CRDTerm("head.1", "head.1", 99, teacher.head[-1].in_features, y, negatives=8)
         train(student, x, y, TrainConfig(batch_size=8), teacher=teacher, terms=[LabelTerm(), wrong])
+
+
+def test_one_step_is_the_formula_with_the_bank_rows_gathered_first() -> None:
+    """The term scores each image against the whole bank and picks the drawn rows; computed
+    here the way RepDistiller writes it (gather the (B, 1 + K, D) rows, then a batched product),
+    the loss, its gradient and the updated banks are the same."""
+    torch.manual_seed(0)
+    labels = torch.arange(40) % 4
+    term = CRDTerm("a", "b", 6, 5, labels, negatives=7, embed_dim=8, seed=3)
+    bank_s, bank_t = term.bank_student.clone(), term.bank_teacher.clone()
+    student, teacher = torch.randn(10, 6, requires_grad=True), torch.randn(10, 5)
+    idx = torch.randperm(40)[:10]
+    rows = OtherClassSampler(labels, 7, seed=3)(idx)  # the draws the term's own sampler makes
+    step = Step(idx, None, labels[idx], None, None, {"student.a": student, "teacher.b": teacher}, check=True)
+    loss = term(step)
+    (grad,) = torch.autograd.grad(loss, student)
+
+    s = torch.nn.functional.normalize(term.embed_student(student), dim=1)
+    t = torch.nn.functional.normalize(term.embed_teacher(teacher), dim=1)
+    for_s = torch.exp(bank_t[rows].bmm(s.unsqueeze(2)).squeeze(2) / 0.07)
+    for_t = torch.exp(bank_s[rows].bmm(t.unsqueeze(2)).squeeze(2) / 0.07)
+    z_s, z_t = for_s.mean().item() * 40, for_t.mean().item() * 40
+    expected = nce_loss(for_s / z_s, 40) + nce_loss(for_t / z_t, 40)
+    (expected_grad,) = torch.autograd.grad(expected, student)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(grad, expected_grad, rtol=1e-4, atol=1e-7)
+    new_s = torch.nn.functional.normalize(bank_s[idx] * 0.5 + s.detach() * 0.5, dim=1)
+    assert torch.allclose(term.bank_student[idx], new_s, atol=1e-6)
+    untouched = torch.ones(40, dtype=torch.bool)
+    untouched[idx] = False
+    assert torch.equal(term.bank_student[untouched], bank_s[untouched])

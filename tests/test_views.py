@@ -97,3 +97,32 @@ def test_logits_per_view_need_a_transform_that_names_the_views():
     with pytest.raises(ValueError, match="holds 2 views"):
         train(model, x, y, config, teacher_logits=torch.randn(2, 8, 5), batch_transform=ViewTransform(MEAN, STD, 1),
               terms=[LabelTerm(), KDTerm()])
+
+
+def test_a_live_teacher_sees_the_views_cached_logits_would_give():
+    """train_fast with the teacher network (run on each batch, as feature terms need) draws the
+    same views as with the teacher's cached logits per view, and gives the same student."""
+    from kdlib.data import ImageDataset
+    from kdlib.fastnet import FastRecipe, fast_cifar_net, train_fast
+    from kdlib.models import seeded
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (64, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.arange(64) % 10
+    data = ImageDataset("CIFAR-10", x, y, x[:8], y[:8], tuple("abcdefghij"), MEAN, STD, "synthetic")
+    recipe = FastRecipe(epochs=2, batch_size=16, widths=(4, 8, 8), translate=1, whiten_bias_epochs=1,
+                        lookahead_start_epochs=1)
+    teacher = seeded(lambda: fast_cifar_net(FastRecipe(widths=(8, 8, 8))), 3).eval()
+    cached = view_logits(teacher, x, MEAN, STD, translate=1, mixed_precision=False)
+
+    def student(**teaching) -> list[torch.Tensor]:
+        terms = [KDTerm(weight=0.5, temperature=4.0), LabelTerm(weight=0.5)]
+        model, _ = train_fast(data, recipe, seed=0, terms=terms, mixed_precision=False, **teaching)
+        return [p.detach().clone() for p in model.state_dict().values() if p.is_floating_point()]
+
+    live, stored = student(teacher=teacher), student(teacher_logits=cached)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(live, stored))
+    moved = student(teacher_logits=cached.roll(1, dims=0))  # logits of other views: another student
+    assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(moved, stored))
+    with pytest.raises(ValueError, match="not both"):
+        train_fast(data, recipe, teacher=teacher, teacher_logits=cached, mixed_precision=False)

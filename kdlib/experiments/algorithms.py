@@ -251,12 +251,14 @@ def stage_pairs(student: nn.Module, teacher: nn.Module) -> dict[str, str]:
 
 
 def penultimate(model: nn.Module) -> tuple[str, int]:
-    """The name of a ``cifar_resnet``'s pooled, flattened features and their size (the input of
-    its classifier): what CRD embeds."""
-    return "head.1", model.head[-1].in_features
+    """The name of the pooled, flattened features of a ``cifar_resnet`` or a fast network
+    (:func:`kdlib.fastnet.fast_cifar_net`), the ``Flatten`` of its head, and their size (the
+    input of its classifier, the head's ``Linear``): what CRD embeds."""
+    classifier = next(m for m in model.head if isinstance(m, nn.Linear))
+    return "head.1", classifier.in_features
 
 
-def method_terms(method: str, teacher: nn.Module) -> cifar.MoreTerms:
+def method_terms(method: str, teacher: nn.Module, weight: float | None = None) -> cifar.MoreTerms:
     """What ``method`` adds to KD on the reduced set, as terms (:mod:`kdlib.terms`):
 
     * ``fitnets``: a hint from the teacher stage of the same resolution to the student's
@@ -266,6 +268,8 @@ def method_terms(method: str, teacher: nn.Module) -> cifar.MoreTerms:
     * ``crd``: contrastive representation distillation on the penultimate features, with
       RepDistiller's settings (weight 0.8, 128-number embeddings, temperature 0.07) and as
       many negatives, in proportion to the training set, as its 16,384 of CIFAR-100's 50,000.
+
+    ``weight``, if given, replaces the method's weight (another recipe may need another one).
     """
     if method not in FEATURE_METHODS:
         raise ValueError(f"no feature method {method!r}: choose one of {FEATURE_METHODS}")
@@ -275,12 +279,12 @@ def method_terms(method: str, teacher: nn.Module) -> cifar.MoreTerms:
         if method == "fitnets":
             hint = pairs[GUIDED_STAGE]
             channels = stage_shapes(student)[GUIDED_STAGE][0], stage_shapes(teacher)[hint][0]
-            return [FitNetsTerm(GUIDED_STAGE, hint, *channels, weight=HINT_WEIGHT)]
+            return [FitNetsTerm(GUIDED_STAGE, hint, *channels, weight=weight or HINT_WEIGHT)]
         if method == "at":
-            return [AttentionTerm(list(pairs.items()), weight=AT_WEIGHT, squared=True)]
+            return [AttentionTerm(list(pairs.items()), weight=weight or AT_WEIGHT, squared=True)]
         (s_layer, s_dim), (t_layer, t_dim) = penultimate(student), penultimate(teacher)
         negatives = round(CRD_NEGATIVES * len(labels) / 50_000)
-        return [CRDTerm(s_layer, t_layer, s_dim, t_dim, labels, weight=CRD_WEIGHT, negatives=negatives)]
+        return [CRDTerm(s_layer, t_layer, s_dim, t_dim, labels, weight=weight or CRD_WEIGHT, negatives=negatives)]
 
     return more_terms
 
@@ -561,9 +565,14 @@ def feature_table(data: dict[str, Any]) -> pd.DataFrame:
     rows are the planned ones (every method and seed of the recorded scale): a missing row
     raises :class:`kdlib.experiments.MissingRows`."""
     methods, seeds = ("nokd", "kd", *FEATURE_METHODS), data["provenance"]["scale"]["cifar_seeds"]
-    frame = planned_frame(data, [feature_row_id(m, s) for m in methods for s in seeds])
+    return gains_over_kd(planned_frame(data, [feature_row_id(m, s) for m in methods for s in seeds]))
+
+
+def gains_over_kd(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`feature_table` of a frame of students, one line each with ``method`` (a key of
+    :data:`METHOD_NAMES`), ``seed`` and ``accuracy_pct``."""
     lines = []
-    for method in methods:
+    for method in METHOD_NAMES:
         accuracy = frame[frame.method == method].accuracy_pct
         line = {"method": METHOD_NAMES[method], "accuracy %": mean_sd(accuracy), "seeds": len(accuracy)}
         if method != "kd":

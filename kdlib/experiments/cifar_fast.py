@@ -23,7 +23,11 @@ the table's questions of the fast recipe (:mod:`kdlib.fastnet`), whose teacher t
 * **patient and consistent teaching** (chapter 9, Beyer et al. 2022): on the reduced set, a
   *fixed* teacher (its logits on the plain image, whatever view the student sees) beside the
   *consistent* one above (its logits on exactly the student's view) and the labels alone, at
-  that schedule and at twice its steps (``CONSISTENCY``).
+  that schedule and at twice its steps (``CONSISTENCY``);
+* **feature-based distillation** (chapter 8): on the reduced set, FitNets' hint, attention
+  transfer and CRD, each added to the KD loss, the teacher run on each batch for its feature
+  maps; each term's weight chosen on the validation split first (``FEATURE_CANDIDATES``, one
+  student per candidate at the selection seed), then three seeds at that weight (``FEATURES``).
 
 The KD loss is the course's (temperature 4, weight 0.5 beside the labels' 0.5); every label term
 keeps the recipe's label smoothing of 0.2, so only the distillation term differs within a pair.
@@ -42,18 +46,21 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kdlib.bench import count_flops
 from kdlib.data import ImageDataset, first_per_class, normalize
 from kdlib.distributed import broadcast, run_rows
 from kdlib.experiments import KD_TEMPERATURE, TimeBudget, planned_rows, run_command
 from kdlib.experiments import modern_cifar
+from kdlib.experiments.algorithms import FEATURE_METHODS, method_terms
 from kdlib.experiments.modern import terms_for
 from kdlib.fastnet import FastRecipe, centre_view, fast_accuracy, fast_cifar_net, train_fast
+from kdlib.models import seeded
 from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
 from kdlib.stats import PairedGap, mean_interval, paired_gap
+from kdlib.terms import Term
 from kdlib.train import accuracy
 
 EXPERIMENT = "cifar10-fast"
@@ -76,6 +83,8 @@ class FastRow:
     reduced: bool = False
     teaching: str = "consistent"  # one of TEACHINGS (KD rows only)
     patience: int = 1  # the schedule, in multiples of the row's usual number of steps
+    feature: str | None = None  # a term on the teacher's features added to KD (FEATURE_METHODS)
+    feature_weight: float | None = None  # a candidate weight of that term (selection rows only)
 
     def __post_init__(self) -> None:
         if self.teaching not in TEACHINGS:
@@ -85,10 +94,23 @@ class FastRow:
                              "does not apply; leave it at 'consistent'")
         if self.patience < 1:
             raise ValueError(f"row {self.name!r}: patience must be a whole multiple >= 1, got {self.patience}")
+        if self.feature is None and self.feature_weight is not None:
+            raise ValueError(f"row {self.name!r}: feature_weight applies to a row with a feature term only")
+        if self.feature is not None:
+            if self.feature not in FEATURE_METHODS:
+                raise ValueError(f"row {self.name!r}: feature must be one of {FEATURE_METHODS}, got {self.feature!r}")
+            if self.feature_weight is not None and not self.feature_weight > 0:
+                raise ValueError(f"row {self.name!r}: feature_weight must be > 0, got {self.feature_weight}")
+            if not self.kd or self.teaching != "consistent":
+                raise ValueError(f"row {self.name!r}: a feature term is added to KD with a consistent teacher (the "
+                                 "teacher is run on the student's own view, for its feature maps); set kd=True "
+                                 "and leave teaching at 'consistent'")
 
     def row_id(self, seed: int) -> str:
         data = ("reduced" if self.reduced else "full") + (f"-x{self.patience}" if self.patience > 1 else "")
         loss = "labels" if not self.kd else "kd" if self.teaching == "consistent" else "kd-fixed"
+        if self.feature is not None:
+            loss += f"+{self.feature}" + (f"-w{self.feature_weight:g}" if self.feature_weight is not None else "")
         return f"{self.size}/{loss}/{data}/seed{seed}"
 
 
@@ -114,7 +136,33 @@ TABLE's "Reduced set" (a consistent teacher) and "Reduced set, labels", a fixed 
 same schedule, then all three at twice its steps. Scored, as TABLE is, with the recipe's
 test-time augmentation (declared before the run), with one view beside it."""
 
-PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY
+FEATURE_LABELS = {"fitnets": "FitNets", "at": "AT", "crd": "CRD"}
+
+FEATURES: tuple[FastRow, ...] = tuple(
+    FastRow(f"Reduced set, KD + {label}", "ideal", reduced=True, feature=method)
+    for method, label in FEATURE_LABELS.items()
+)
+"""Chapter 8's feature-based distillation on the reduced set: FitNets' hint, attention transfer
+and CRD, each added to the KD loss of TABLE's "Reduced set" row, with the settings of
+:func:`kdlib.experiments.algorithms.method_terms` but the weight of the term chosen on the
+validation split (:data:`FEATURE_CANDIDATES`). The teacher is run on each batch (its feature
+maps are needed), on the views the KD row's student saw: a feature row and the KD row of a seed
+share their initial weights, data order and views, so their difference is the term's (and the
+rounding of the teacher's logits computed on another batch). Scored, as TABLE is, with
+test-time augmentation (declared before the run), with one view beside it."""
+
+FEATURE_CANDIDATES: dict[str, tuple[float, ...]] = {"fitnets": (1.0, 0.1), "at": (100.0, 10.0),
+                                                     "crd": (0.08, 0.008)}
+"""The weights each feature term is tried at, declared before the first full run. Chapter 8's
+ResNet students use 1 (the hint), 1000 (AT, the authors') and 0.8 (CRD, RepDistiller's) at a
+learning rate of 0.2; this recipe's is 1.5, and a probe on the reduced set (a small stand-in
+teacher, not a result) saw AT at 1000 collapse to chance and CRD at 0.8 overflow within six
+epochs, while the hint at 1 trained. So: the hint at its weight and a tenth of it; AT and CRD at
+a tenth and a hundredth of theirs. Each candidate trains one student at the selection seed
+(``base.selection_seeds[0]``); the weight with the best validation accuracy (one view) is the
+one the final rows use (ties: the first listed). The test set chooses nothing."""
+
+PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY + FEATURES
 """Every row a run makes, in order."""
 
 
@@ -168,13 +216,44 @@ SCALES["paper"] = SCALES["full"]
 class Run:
     row: FastRow
     seed: int
+    weight: float | None = None  # a final feature row's chosen weight (not part of its id)
 
     def row_id(self) -> str:
         return self.row.row_id(self.seed)
 
 
-def planned_runs(scale: FastScale, rows: tuple[FastRow, ...] = PLANNED) -> list[Run]:
-    return [Run(row, seed) for row in rows for seed in scale.seeds]
+def selection_rows() -> tuple[FastRow, ...]:
+    """One row per feature method and candidate weight (:data:`FEATURE_CANDIDATES`)."""
+    return tuple(replace(row, name=f"{row.name}, weight {weight:g}", feature_weight=weight)
+                 for row in FEATURES for weight in FEATURE_CANDIDATES[row.feature])
+
+
+def selection_runs(scale: FastScale) -> list[Run]:
+    return [Run(row, scale.base.selection_seeds[0]) for row in selection_rows()]
+
+
+def chosen_weights(rows: dict[str, dict[str, Any]], scale: FastScale) -> dict[str, float]:
+    """Each feature method's weight: the candidate whose selection student has the best
+    validation accuracy (ties: the first listed). Raises :class:`KeyError` for a method whose
+    candidates have not all run."""
+    chosen = {}
+    for method in FEATURE_METHODS:
+        runs = [run for run in selection_runs(scale) if run.row.feature == method]
+        scores = [rows[run.row_id()]["validation_accuracy"] for run in runs]
+        chosen[method] = runs[scores.index(max(scores))].row.feature_weight
+    return chosen
+
+
+def planned_runs(scale: FastScale, rows: tuple[FastRow, ...] = PLANNED,
+                 weights: dict[str, float] | None = None) -> list[Run]:
+    """Every run of ``rows`` at every seed, the selection runs first when ``rows`` has feature
+    rows; the final feature rows only when their ``weights`` (:func:`chosen_weights`) are given."""
+    features = [row for row in rows if row.feature is not None]
+    runs = [Run(row, seed) for row in rows if row.feature is None for seed in scale.seeds]
+    runs += [run for run in selection_runs(scale) if any(run.row.feature == f.feature for f in features)]
+    if weights is not None:
+        runs += [Run(row, seed, weights[row.feature]) for row in features for seed in scale.seeds]
+    return runs
 
 
 def fixed_logits(soft: Tensor, translate: int) -> Tensor:
@@ -206,9 +285,20 @@ def flops_per_image(widths: tuple[int, int, int], classes: int = 10) -> int:
     return count_flops(model, torch.zeros(1, 3, 32, 32))
 
 
-def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft: Tensor) -> dict[str, Any]:
+def feature_terms(method: str, weight: float, recipe: FastRecipe, teacher: nn.Module, labels: Tensor,
+                  seed: int, classes: int = 10) -> list[Term]:
+    """The term of ``method`` at ``weight`` added to KD
+    (:func:`kdlib.experiments.algorithms.method_terms`), sized for the student of ``recipe`` and
+    made from ``seed`` (its regressor or embeddings), so that a row is the same on every run."""
+    shapes = fast_cifar_net(recipe, classes)  # read for its stages' shapes only
+    return seeded(lambda: method_terms(method, teacher, weight)(shapes, labels), seed)
+
+
+def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft: Tensor,
+                teacher: nn.Module | None = None) -> dict[str, Any]:
     """Train one student and score it: test accuracy with one view and with the recipe's
-    test-time augmentation, validation accuracy, training time."""
+    test-time augmentation, validation accuracy, training time. A row with a feature term needs
+    the ``teacher`` network, run on each batch."""
     row, dataset = run.row, data.dataset
     images, labels, logits = data.x_train, data.y_train, soft
     if row.reduced:
@@ -220,8 +310,23 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
                       label_smoothing=recipe.label_smoothing)
     if row.kd and row.teaching == "fixed":
         logits = fixed_logits(logits, recipe.translate)
-    student, log = train_fast(dataset, recipe, seed=run.seed, train_images=images, train_labels=labels,
-                              terms=terms, teacher_logits=logits if row.kd else None)
+    live = row.feature is not None
+    if live:
+        weight = row.feature_weight if row.feature_weight is not None else run.weight
+        if teacher is None or weight is None:
+            raise ValueError(f"row {row.name!r} reads the teacher's feature maps: pass the teacher network, "
+                             "and the term's weight (chosen_weights) for a final row")
+        terms += feature_terms(row.feature, weight, recipe, teacher, labels, run.seed, len(dataset.classes))
+    built: list[nn.Module] = []
+    try:
+        student, log = train_fast(dataset, recipe, seed=run.seed, train_images=images, train_labels=labels,
+                                  terms=terms, teacher_logits=logits if row.kd and not live else None,
+                                  teacher=teacher if live else None, on_model=built.append)
+        outcome = {"train_accuracy": log.train_accuracy, "train_wall_s": log.wall_s}
+    except FloatingPointError as error:  # a weight that diverges is a result: the network is scored as it is
+        if not live:
+            raise
+        student, outcome = built[0].eval(), {"diverged": str(error)}
     x_test = modern_cifar.test_inputs(dataset)
     x_val = normalize(data.x_val, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
     with torch.autocast(x_test.device.type, dtype=torch.bfloat16, enabled=use_bfloat16(x_test.device)):
@@ -231,7 +336,7 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
             "train_images": len(images), "steps": steps, "recipe": recipe.to_dict(),
             "terms": [repr(t) for t in terms], "accuracy": one_view,
             "accuracy_tta": fast_accuracy(student, dataset, recipe) / 100, "validation_accuracy": validation,
-            "train_accuracy": log.train_accuracy, "train_wall_s": log.wall_s,
+            **outcome, **({"feature_weight": weight} if live else {}),
             "flops_per_image": flops_per_image(recipe.widths, len(dataset.classes))}
 
 
@@ -255,11 +360,23 @@ def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progre
     def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
         if progress:
             print(f"{i}/{n} {row_id}: test {row['accuracy']:.4f} (TTA {row['accuracy_tta']:.4f}), "
-                  f"{row['train_wall_s']:.0f} s", flush=True)
+                  f"{row.get('train_wall_s', float('nan')):.0f} s", flush=True)
 
-    todo = broadcast([r for r in planned_runs(scale, rows) if not results.has(r.row_id())]
-                     if where.is_main else [], where)
-    run_rows(todo, lambda run: run_student(run, scale, data, soft), results.put, budget.spent, where, report)
+    teacher: list[nn.Module] = []
+
+    def train_one(run: Run) -> dict[str, Any]:
+        if run.row.feature is not None and not teacher:  # from the cache teacher_views has filled
+            teacher.append(modern_cifar.make_teacher(data, scale.base)[0].eval())
+        return run_student(run, scale, data, soft, teacher[0] if teacher else None)
+
+    def missing(weights: dict[str, float] | None) -> list[Run]:
+        return broadcast([r for r in planned_runs(scale, rows, weights) if not results.has(r.row_id())]
+                         if where.is_main else [], where)
+
+    run_rows(missing(None), train_one, results.put, budget.spent, where, report)  # selection rows first
+    if any(row.feature is not None for row in rows) and not budget.spent():
+        weights = broadcast(chosen_weights(results.data["rows"], scale) if where.is_main else None, where)
+        run_rows(missing(weights), train_one, results.put, budget.spent, where, report)
     results.save()
     return results.data
 
@@ -333,7 +450,7 @@ def consistency_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.D
     read from ``field`` (the declared scoring, test-time augmentation, by default), the
     training time ``train_s`` and the optimiser ``steps``."""
     lines = []
-    for row in PLANNED:
+    for row in TABLE + CONSISTENCY:
         if row.reduced and row.size == "ideal":
             teaching = row.teaching if row.kd else "nokd"
             columns = [row_values(data, row, name) for name in (field, "train_wall_s", "steps")]
@@ -343,6 +460,43 @@ def consistency_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.D
     return pd.DataFrame(lines)
 
 
-__all__ = ["CONSISTENCY", "EXPERIMENT", "FastRow", "FastScale", "PLANNED", "SCALES", "TABLE", "consistency_frame",
-           "fixed_logits", "gain_difference", "kd_gaps", "load_published", "planned_runs", "run_cifar_fast",
+def feature_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataFrame:
+    """Chapter 8's feature students on the fast teacher: TABLE's reduced-set pair (KD and the
+    labels alone) and FEATURES' rows, at every seed, one line each in the form of
+    :func:`kdlib.experiments.algorithms.student_frame`: ``method`` (``"nokd"``, ``"kd"`` or a
+    feature method), ``seed``, ``accuracy_pct`` (read from ``field``: test-time augmentation,
+    the declared scoring, by default), ``validation_pct``, the term's ``weight`` and
+    ``train_s``. A missing row raises :class:`kdlib.experiments.MissingRows`."""
+    reduced = [row for row in TABLE if row.reduced and row.size == "ideal"]
+    lines = []
+    for row in reduced + list(FEATURES):
+        method = row.feature or ("kd" if row.kd else "nokd")
+        columns = [row_values(data, row, name) for name in (field, "validation_accuracy")]
+        ids = [row.row_id(seed) for seed in seeds_of(data)]
+        for seed, row_id, value, validation in zip(seeds_of(data), ids, *columns):
+            stored = data["rows"][row_id]
+            lines.append({"method": method, "seed": seed, "accuracy_pct": 100 * value,
+                          "validation_pct": 100 * validation, "weight": stored.get("feature_weight"),
+                          "train_s": stored.get("train_wall_s")})
+    return pd.DataFrame(lines)
+
+
+def selection_table(data: dict[str, Any]) -> pd.DataFrame:
+    """The weights tried for each feature term (:data:`FEATURE_CANDIDATES`): one line per
+    candidate with its selection student's validation accuracy (%, one view), whether training
+    diverged, and which weight was chosen."""
+    scale = SCALES[data["provenance"]["profile"]]
+    runs = selection_runs(scale)
+    stored = planned_rows(data, [run.row_id() for run in runs], run_command(EXPERIMENT, data))
+    chosen = chosen_weights({run.row_id(): row for run, row in zip(runs, stored)}, scale)
+    return pd.DataFrame([{"term": FEATURE_LABELS[run.row.feature], "weight": f"{run.row.feature_weight:g}",
+                          "validation %": 100 * row["validation_accuracy"],
+                          "diverged": "yes" if "diverged" in row else "no",
+                          "chosen": "yes" if chosen[run.row.feature] == run.row.feature_weight else ""}
+                         for run, row in zip(runs, stored)])
+
+
+__all__ = ["CONSISTENCY", "EXPERIMENT", "FEATURES", "FEATURE_CANDIDATES", "FastRow", "FastScale", "PLANNED",
+           "SCALES", "TABLE", "chosen_weights", "consistency_frame", "feature_frame", "fixed_logits",
+           "gain_difference", "kd_gaps", "load_published", "planned_runs", "run_cifar_fast", "selection_table",
            "summary_table"]

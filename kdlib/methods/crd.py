@@ -136,9 +136,11 @@ class CRDTerm(Term):
         self.bank_student = self.bank_student.to(s.device)
         self.bank_teacher = self.bank_teacher.to(s.device)
         tau = self.nce_temperature
-        # the student's embedding against the teacher's bank, and the other way round
-        for_student = torch.exp(self.bank_teacher[rows].bmm(s.unsqueeze(2)).squeeze(2) / tau)
-        for_teacher = torch.exp(self.bank_student[rows].bmm(t.unsqueeze(2)).squeeze(2) / tau)
+        # the student's embedding against the teacher's bank, and the other way round: every
+        # image's dot product with the whole bank, then the rows drawn (the same numbers as
+        # gathering (B, 1 + K, D) bank rows first, at a fraction of the memory traffic)
+        for_student = torch.exp((s @ self.bank_teacher.T).gather(1, rows) / tau)
+        for_teacher = torch.exp((t @ self.bank_student.T).gather(1, rows) / tau)
         if self.z_student is None:  # Z: fixed at the first batch, as in RepDistiller
             self.z_student = float(for_student.detach().mean()) * self.n_data
             self.z_teacher = float(for_teacher.detach().mean()) * self.n_data
@@ -151,5 +153,7 @@ class CRDTerm(Term):
     def update_banks(self, indices: Tensor, s: Tensor, t: Tensor) -> None:
         """Each batch image's bank rows move towards its new embeddings (momentum), renormalised."""
         m = self.momentum
-        for bank, new in ((self.bank_student, s), (self.bank_teacher, t)):
-            bank[indices] = F.normalize(bank[indices] * m + new * (1 - m), dim=1)
+        # out of place: this step's loss still holds the old banks for its backward pass
+        self.bank_student, self.bank_teacher = (
+            bank.index_put((indices,), F.normalize(bank[indices] * m + new * (1 - m), dim=1))
+            for bank, new in ((self.bank_student, s), (self.bank_teacher, t)))
