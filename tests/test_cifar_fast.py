@@ -85,31 +85,39 @@ def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch)
     assert list(anchors.consistency_table(frame).schedule) == ["1x", "2x"]
     assert len(anchors.consistency_gains(frame)) == 3 * 2 + 3 + 2
 
-    weights = cifar_fast.chosen_weights(data["rows"], scale)
+    del data["rows"]["small/labels/full/seed1"]
+    with pytest.raises(MissingRows, match="python -m kdlib.experiments cifar10-fast"):
+        cifar_fast.kd_gaps(data)
+
+
+def test_the_feature_rows_choose_their_weights_on_validation_then_train_every_seed(tiny, tmp_path):
+    features = cifar_fast.run_cifar_fast("quick", out=tmp_path / "f.json", progress=False, dataset=tiny,
+                                         experiment=cifar_fast.FEATURE_EXPERIMENT)
+    scale = cifar_fast.SCALES["quick"]
+    assert features["experiment"] == "cifar10-features"
+    assert not any(k.startswith(("small/", "ideal/kd/full", "ideal/kd-fixed")) for k in features["rows"])
+    weights = cifar_fast.chosen_weights(features["rows"], scale)
     for method, candidates in cifar_fast.FEATURE_CANDIDATES.items():
-        picked = [data["rows"][f"ideal/kd+{method}-w{w:g}/reduced/seed100"] for w in candidates]
+        picked = [features["rows"][f"ideal/kd+{method}-w{w:g}/reduced/seed100"] for w in candidates]
         best = max(range(len(candidates)), key=lambda i: (picked[i]["validation_accuracy"], -i))
         assert weights[method] == candidates[best]
         for seed in scale.seeds:
-            final = data["rows"][f"ideal/kd+{method}/reduced/seed{seed}"]
-            assert final["feature_weight"] == weights[method] and final["steps"] == reduced["steps"]
+            final = features["rows"][f"ideal/kd+{method}/reduced/seed{seed}"]
+            assert final["feature_weight"] == weights[method]
+            assert final["steps"] == features["rows"]["ideal/kd/reduced/seed0"]["steps"]
             assert any(f"weight={weights[method]:g}" in t or f"weight={weights[method]}" in t for t in final["terms"])
 
-    frame = cifar_fast.feature_frame(data)
+    frame = cifar_fast.feature_frame(features)
     assert sorted(frame.method.unique()) == ["at", "crd", "fitnets", "kd", "nokd"] and len(frame) == 10
     from kdlib.experiments import algorithms
 
     at = algorithms.paired(frame, {"method": "at"}, {"method": "kd"})
-    by_hand = [100 * (data["rows"][f"ideal/kd+at/reduced/seed{s}"]["accuracy_tta"]
-                      - data["rows"][f"ideal/kd/reduced/seed{s}"]["accuracy_tta"]) for s in (0, 1)]
+    by_hand = [100 * (features["rows"][f"ideal/kd+at/reduced/seed{s}"]["accuracy_tta"]
+                      - features["rows"][f"ideal/kd/reduced/seed{s}"]["accuracy_tta"]) for s in (0, 1)]
     assert at.mean == pytest.approx(sum(by_hand) / 2)
     assert list(algorithms.gains_over_kd(frame).method) == list(algorithms.METHOD_NAMES.values())
-    chosen = cifar_fast.selection_table(data)
+    chosen = cifar_fast.selection_table(features)
     assert len(chosen) == 6 and (chosen.chosen == "yes").sum() == 3
-
-    del data["rows"]["small/labels/full/seed1"]
-    with pytest.raises(MissingRows, match="python -m kdlib.experiments cifar10-fast"):
-        cifar_fast.kd_gaps(data)
 
 
 def test_reduced_recipe_scales_every_epoch_count():
@@ -187,9 +195,9 @@ def test_the_weight_with_the_best_validation_accuracy_is_chosen():
     with pytest.raises(KeyError):
         cifar_fast.chosen_weights(rows, scale)
     # the final feature rows are planned only once their weights are known
-    planned = cifar_fast.planned_runs(scale)
-    assert not any(run.row.feature and run.row.feature_weight is None for run in planned)
-    final = cifar_fast.planned_runs(scale, weights={"fitnets": 1.0, "at": 10.0, "crd": 0.08})
+    planned = cifar_fast.planned_runs(scale, cifar_fast.FEATURE_PLANNED)
+    assert len(planned) == 2 * 3 + 6 and not any(run.row.feature and run.row.feature_weight is None for run in planned)
+    final = cifar_fast.planned_runs(scale, cifar_fast.FEATURE_PLANNED, weights={"fitnets": 1.0, "at": 10.0, "crd": 0.08})
     assert [r.weight for r in final if r.row.feature == "at" and r.row.feature_weight is None] == [10.0] * 3
 
 

@@ -32,7 +32,8 @@ the table's questions of the fast recipe (:mod:`kdlib.fastnet`), whose teacher t
 The KD loss is the course's (temperature 4, weight 0.5 beside the labels' 0.5); every label term
 keeps the recipe's label smoothing of 0.2, so only the distillation term differs within a pair.
 
-    python -m kdlib.experiments cifar10-fast --profile full    # results/cifar10_fast_full.json
+    python -m kdlib.experiments cifar10-fast --profile full      # results/cifar10_fast_full.json
+    python -m kdlib.experiments cifar10-features --profile full  # results/cifar10_features_full.json
 
 The quick profile uses chapter 10's quick teacher (a small network on 1,000 images), so that CI
 runs the whole pipeline in under a minute.
@@ -64,6 +65,10 @@ from kdlib.terms import Term
 from kdlib.train import accuracy
 
 EXPERIMENT = "cifar10-fast"
+FEATURE_EXPERIMENT = "cifar10-features"
+"""Chapter 8's feature rows and their KD and labels-only pairs: a result file of their own, so
+that they can be made with a teacher trained again elsewhere (a teacher's weights differ from
+one CPU's kernels to another's, and a file holds the students of one teacher)."""
 
 
 TEACHINGS = ("consistent", "fixed")
@@ -162,8 +167,14 @@ a tenth and a hundredth of theirs. Each candidate trains one student at the sele
 (``base.selection_seeds[0]``); the weight with the best validation accuracy (one view) is the
 one the final rows use (ties: the first listed). The test set chooses nothing."""
 
-PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY + FEATURES
-"""Every row a run makes, in order."""
+PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY
+"""Every row a run of ``cifar10-fast`` makes, in order."""
+
+FEATURE_PLANNED: tuple[FastRow, ...] = tuple(row for row in TABLE if row.reduced) + FEATURES
+"""Every row a run of ``cifar10-features`` makes: TABLE's reduced-set pair (KD, the labels
+alone), the selection students, then FEATURES."""
+
+ROWS = {EXPERIMENT: PLANNED, FEATURE_EXPERIMENT: FEATURE_PLANNED}
 
 
 @dataclass(frozen=True)
@@ -342,12 +353,13 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
 
 def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
                    dataset: ImageDataset | None = None, command: str | None = None,
-                   time_budget_s: float | None = None, rows: tuple[FastRow, ...] = PLANNED) -> dict[str, Any]:
+                   time_budget_s: float | None = None, experiment: str = EXPERIMENT) -> dict[str, Any]:
     """Run (or resume) the table at ``profile`` scale: the teacher and its logits per view
     (cached, shared with chapter 10), then every row at every seed; returns the result data."""
     scale = SCALES[check_profile(profile)]
     budget = TimeBudget(time_budget_s)
-    results, data, soft, where = modern_cifar.start_run(out, EXPERIMENT, command, profile, scale, scale.base,
+    rows = ROWS[experiment]
+    results, data, soft, where = modern_cifar.start_run(out, experiment, command, profile, scale, scale.base,
                                                         dataset)
     if where.is_main and not results.has("teacher-flops"):
         results.put("teacher-flops", {"kind": "cost", "flops_per_image": flops_per_image(
@@ -392,6 +404,14 @@ def load_published() -> dict[str, Any]:
     return load(EXPERIMENT)
 
 
+def load_features() -> dict[str, Any]:
+    """The committed full-profile result file of chapter 8's feature rows,
+    ``results/cifar10_features_full.json``."""
+    from kdlib.experiments import load_published as load
+
+    return load(FEATURE_EXPERIMENT)
+
+
 def seeds_of(data: dict[str, Any]) -> tuple[int, ...]:
     return tuple(data["provenance"]["scale"]["seeds"])
 
@@ -399,7 +419,7 @@ def seeds_of(data: dict[str, Any]) -> tuple[int, ...]:
 def row_values(data: dict[str, Any], row: FastRow, field: str = "accuracy") -> list[float]:
     """``field`` of ``row``'s runs, by seed (every planned seed must be there)."""
     ids = [row.row_id(seed) for seed in seeds_of(data)]
-    return [r[field] for r in planned_rows(data, ids, run_command(EXPERIMENT, data))]
+    return [r[field] for r in planned_rows(data, ids, run_command(data["experiment"], data))]
 
 
 def summary_table(data: dict[str, Any], field: str = "accuracy") -> pd.DataFrame:
@@ -487,7 +507,7 @@ def selection_table(data: dict[str, Any]) -> pd.DataFrame:
     diverged, and which weight was chosen."""
     scale = SCALES[data["provenance"]["profile"]]
     runs = selection_runs(scale)
-    stored = planned_rows(data, [run.row_id() for run in runs], run_command(EXPERIMENT, data))
+    stored = planned_rows(data, [run.row_id() for run in runs], run_command(data["experiment"], data))
     chosen = chosen_weights({run.row_id(): row for run, row in zip(runs, stored)}, scale)
     return pd.DataFrame([{"term": FEATURE_LABELS[run.row.feature], "weight": f"{run.row.feature_weight:g}",
                           "validation %": 100 * row["validation_accuracy"],
@@ -496,7 +516,7 @@ def selection_table(data: dict[str, Any]) -> pd.DataFrame:
                          for run, row in zip(runs, stored)])
 
 
-__all__ = ["CONSISTENCY", "EXPERIMENT", "FEATURES", "FEATURE_CANDIDATES", "FastRow", "FastScale", "PLANNED",
+__all__ = ["CONSISTENCY", "EXPERIMENT", "FEATURES", "FEATURE_CANDIDATES", "FEATURE_EXPERIMENT", "FastRow", "FastScale", "PLANNED",
            "SCALES", "TABLE", "chosen_weights", "consistency_frame", "feature_frame", "fixed_logits",
-           "gain_difference", "kd_gaps", "load_published", "planned_runs", "run_cifar_fast", "selection_table",
+           "gain_difference", "kd_gaps", "load_features", "load_published", "planned_runs", "run_cifar_fast", "selection_table",
            "summary_table"]
