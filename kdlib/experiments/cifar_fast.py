@@ -363,7 +363,7 @@ def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progre
                                                         dataset)
     if where.is_main and not results.has("teacher-flops"):
         results.put("teacher-flops", {"kind": "cost", "flops_per_image": flops_per_image(
-            scale.base.teacher_widths, len(dataset.classes))})
+            scale.base.teacher_widths, len(data.dataset.classes))})
     if where.is_main and not results.has("teacher-views"):  # on the reduced set's images
         keep = scale.reduced_indices(data.y_train)
         results.put("teacher-views", {"kind": "views", "images": len(keep),
