@@ -217,3 +217,12 @@ def test_the_committed_file_is_the_full_profile_and_holds_every_planned_row():
     data = cifar_fast.load_published()
     assert json.loads(json.dumps(asdict(cifar_fast.SCALES["full"]))) == data["provenance"]["scale"]
     assert len(cifar_fast.summary_table(data)) == len(cifar_fast.TABLE)
+
+
+def test_a_run_without_a_dataset_argument_loads_one_and_runs(tiny, tmp_path, monkeypatch):
+    """The command line passes no dataset: the run loads CIFAR-10 itself (here the tiny one)."""
+    monkeypatch.setattr(modern_cifar, "load_cifar10", lambda: tiny)
+    monkeypatch.setitem(cifar_fast.ROWS, cifar_fast.EXPERIMENT, cifar_fast.TABLE[:1])
+    data = cifar_fast.run_cifar_fast("quick", out=tmp_path / "d.json", progress=False)
+    assert data["rows"]["teacher-flops"]["flops_per_image"] > 0
+    assert "ideal/kd/full/seed0" in data["rows"]
