@@ -159,10 +159,12 @@ test-time augmentation (declared before the run), with one view beside it."""
 FEATURE_CANDIDATES: dict[str, tuple[float, ...]] = {"fitnets": (1.0, 0.1), "at": (100.0, 10.0),
                                                      "crd": (0.08, 0.008)}
 """The weights each feature term is tried at, declared before the first full run. Chapter 8's
-ResNet students use 1 (the hint), 1000 (AT, the authors') and 0.8 (CRD, RepDistiller's) at a
-learning rate of 0.2; this recipe's is 1.5, and a probe on the reduced set (a small stand-in
-teacher, not a result) saw AT at 1000 collapse to chance and CRD at 0.8 overflow within six
-epochs, while the hint at 1 trained. So: the hint at its weight and a tenth of it; AT and CRD at
+ResNet students use 1 (the hint), 1000 (AT, the authors') and 0.8 (CRD, RepDistiller's) with
+their recipe (SGD at a learning rate of 0.05, batch 128; this docstring first said 0.2, which
+is chapter 6's, corrected after the run); this recipe differs in learning rate (1.5), batch
+(1,024), map sizes and loss. A probe on the reduced set (a small stand-in teacher, not kept in
+the repository, not a result) saw AT at 1000 collapse to chance and CRD at 0.8 overflow within
+six epochs, while the hint at 1 trained. So: the hint at its weight and a tenth of it; AT and CRD at
 a tenth and a hundredth of theirs. Each candidate trains one student at the selection seed
 (``base.selection_seeds[0]``); the weight with the best validation accuracy (one view) is the
 one the final rows use (ties: the first listed). The test set chooses nothing."""
@@ -300,7 +302,9 @@ def feature_terms(method: str, weight: float, recipe: FastRecipe, teacher: nn.Mo
                   seed: int, classes: int = 10) -> list[Term]:
     """The term of ``method`` at ``weight`` added to KD
     (:func:`kdlib.experiments.algorithms.method_terms`), sized for the student of ``recipe`` and
-    made from ``seed`` (its regressor or embeddings), so that a row is the same on every run."""
+    made from ``seed`` (its regressor or embeddings), so that a row is the same on every run.
+    CRD draws its negatives from a generator of its own, seeded 0 for every student (as in
+    chapter 8's ResNet rows)."""
     shapes = fast_cifar_net(recipe, classes)  # read for its stages' shapes only
     return seeded(lambda: method_terms(method, teacher, weight)(shapes, labels), seed)
 
@@ -503,15 +507,16 @@ def feature_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataF
 
 def selection_table(data: dict[str, Any]) -> pd.DataFrame:
     """The weights tried for each feature term (:data:`FEATURE_CANDIDATES`): one line per
-    candidate with its selection student's validation accuracy (%, one view), whether training
-    diverged, and which weight was chosen."""
+    candidate with its selection student's validation accuracy (%, one view), whether its loss
+    became non-finite (training stopped; the network is scored as it was), and which weight was
+    chosen."""
     scale = SCALES[data["provenance"]["profile"]]
     runs = selection_runs(scale)
     stored = planned_rows(data, [run.row_id() for run in runs], run_command(data["experiment"], data))
     chosen = chosen_weights({run.row_id(): row for run, row in zip(runs, stored)}, scale)
     return pd.DataFrame([{"term": FEATURE_LABELS[run.row.feature], "weight": f"{run.row.feature_weight:g}",
                           "validation %": 100 * row["validation_accuracy"],
-                          "diverged": "yes" if "diverged" in row else "no",
+                          "non-finite loss": "yes" if "diverged" in row else "no",
                           "chosen": "yes" if chosen[run.row.feature] == run.row.feature_weight else ""}
                          for run, row in zip(runs, stored)])
 

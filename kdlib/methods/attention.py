@@ -80,5 +80,6 @@ class AttentionTerm(Term):
         self.pairs, self.features = layer_pairs(pairs, "attention transfer")
 
     def __call__(self, step: Step) -> Tensor:
-        return attention_transfer_loss([step.features[f"student.{s}"] for s, _ in self.pairs],
-                                       [step.features[f"teacher.{t}"] for _, t in self.pairs], self.squared)
+        student = [step.features[f"student.{s}"] for s, _ in self.pairs]
+        teacher = [step.features[f"teacher.{t}"] for _, t in self.pairs]
+        return attention_transfer_loss(student, teacher, self.squared)

@@ -136,9 +136,9 @@ class CRDTerm(Term):
         self.bank_student = self.bank_student.to(s.device)
         self.bank_teacher = self.bank_teacher.to(s.device)
         tau = self.nce_temperature
-        # the student's embedding against the teacher's bank, and the other way round: every
-        # image's dot product with the whole bank, then the rows drawn (the same numbers as
-        # gathering (B, 1 + K, D) bank rows first, at a fraction of the memory traffic)
+        # the student's embedding against the teacher's bank, and the other way round:
+        # each image's dot product with the whole bank, then the rows drawn (the numbers
+        # of gathering (B, 1 + K, D) bank rows first, with far less memory traffic)
         for_student = torch.exp((s @ self.bank_teacher.T).gather(1, rows) / tau)
         for_teacher = torch.exp((t @ self.bank_student.T).gather(1, rows) / tau)
         if self.z_student is None:  # Z: fixed at the first batch, as in RepDistiller
