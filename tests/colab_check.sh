@@ -42,7 +42,10 @@ trap 'kill $server 2>/dev/null || true' EXIT
 
 export KDLIB_REPOSITORY_RAW="http://127.0.0.1:$PORT"
 export KDLIB_CACHE="$WORK/cache"
+# AVX2 kernels for ATen, oneDNN and MKL: the first two alone leave MKL's matrix products (and
+# so every MLP's weights) bit for bit as on AVX-512 (benchmarks/kernel_spread.py)
 export OMP_NUM_THREADS=1 KDLIB_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+export MKL_ENABLE_INSTRUCTIONS=AVX2
 export KDLIB_PROFILE=${KDLIB_PROFILE:-quick}
 cd "$WORK"
 "$VENV/bin/python" - <<'PY'
