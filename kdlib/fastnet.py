@@ -419,7 +419,8 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
                          "batch), not both")
     views = teacher_logits is not None or teacher is not None
     transform = (ViewTransform if views else FastBatchTransform)(data.mean, data.std, recipe.translate)
-    log = train(model, images, labels, config, teacher_logits=teacher_logits, teacher=teacher, batch_transform=transform,
+    log = train(model, images, labels, config, teacher_logits=teacher_logits, teacher=teacher,
+                batch_transform=transform,
                 on_epoch=after_epoch, optimizer=optimizer, scheduler=fast_schedule(recipe, steps), terms=terms)
     model.eval()
     return model, log

@@ -279,12 +279,13 @@ def method_terms(method: str, teacher: nn.Module, weight: float | None = None) -
         if method == "fitnets":
             hint = pairs[GUIDED_STAGE]
             channels = stage_shapes(student)[GUIDED_STAGE][0], stage_shapes(teacher)[hint][0]
-            return [FitNetsTerm(GUIDED_STAGE, hint, *channels, weight=weight or HINT_WEIGHT)]
+            return [FitNetsTerm(GUIDED_STAGE, hint, *channels, weight=HINT_WEIGHT if weight is None else weight)]
         if method == "at":
-            return [AttentionTerm(list(pairs.items()), weight=weight or AT_WEIGHT, squared=True)]
+            return [AttentionTerm(list(pairs.items()), weight=AT_WEIGHT if weight is None else weight, squared=True)]
         (s_layer, s_dim), (t_layer, t_dim) = penultimate(student), penultimate(teacher)
         negatives = round(CRD_NEGATIVES * len(labels) / 50_000)
-        return [CRDTerm(s_layer, t_layer, s_dim, t_dim, labels, weight=weight or CRD_WEIGHT, negatives=negatives)]
+        return [CRDTerm(s_layer, t_layer, s_dim, t_dim, labels, weight=CRD_WEIGHT if weight is None else weight,
+                         negatives=negatives)]
 
     return more_terms
 

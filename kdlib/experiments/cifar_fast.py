@@ -521,7 +521,7 @@ def selection_table(data: dict[str, Any]) -> pd.DataFrame:
                          for run, row in zip(runs, stored)])
 
 
-__all__ = ["CONSISTENCY", "EXPERIMENT", "FEATURES", "FEATURE_CANDIDATES", "FEATURE_EXPERIMENT", "FastRow", "FastScale", "PLANNED",
-           "SCALES", "TABLE", "chosen_weights", "consistency_frame", "feature_frame", "fixed_logits",
-           "gain_difference", "kd_gaps", "load_features", "load_published", "planned_runs", "run_cifar_fast", "selection_table",
-           "summary_table"]
+__all__ = ["CONSISTENCY", "EXPERIMENT", "FEATURES", "FEATURE_CANDIDATES", "FEATURE_EXPERIMENT", "FastRow",
+           "FastScale", "PLANNED", "SCALES", "TABLE", "chosen_weights", "consistency_frame", "feature_frame",
+           "fixed_logits", "gain_difference", "kd_gaps", "load_features", "load_published", "planned_runs",
+           "run_cifar_fast", "selection_table", "summary_table"]
