@@ -360,7 +360,8 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
                train_images: Tensor | None = None, train_labels: Tensor | None = None,
                terms: list[Term] | None = None, teacher_logits: Tensor | None = None,
                on_model: Callable[[nn.Module], None] | None = None,
-               teacher: nn.Module | None = None) -> tuple[nn.Sequential, TrainLog]:
+               teacher: nn.Module | None = None,
+               start: nn.Module | None = None) -> tuple[nn.Module, TrainLog]:
     """Train the fast recipe's network on ``data``'s training images (or on ``train_images`` /
     ``train_labels``, uint8, when given: a validation split, say) with kdlib's one training loop.
 
@@ -375,7 +376,11 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
 
     ``mixed_precision`` defaults to :func:`kdlib.precision.use_bfloat16` on the CPU. ``on_epoch``
     is passed to :func:`kdlib.train.train` (after the whitening bias is frozen at the end of
-    epoch ``recipe.whiten_bias_epochs``)."""
+    epoch ``recipe.whiten_bias_epochs``).
+
+    ``start``, if given, is a trained network to fine-tune instead of a fresh one (a
+    quantization-aware copy from :func:`kdlib.quantize.prepare_qat`, say): it is trained as it
+    is, in place, its whitening layer untouched, so ``whiten_bias_epochs`` does not apply."""
     recipe = recipe or FastRecipe()
     images = data.train_images if train_images is None else train_images
     labels = data.train_labels if train_labels is None else train_labels
@@ -383,11 +388,14 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
         raise TypeError(f"train_fast expects uint8 images (the dataset's own), got {images.dtype}")
     if mixed_precision is None:
         mixed_precision = use_bfloat16(images.device)
-    model = seeded(lambda: fast_cifar_net(recipe, num_classes=len(data.classes)), seed)
-    # a random sample: the images of a dataset may be stored sorted by class (the course's mirror is)
-    sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:5000]
-    init_whitening(model, normalize(images[sample], data.mean, data.std))
-    model = model.to(memory_format=torch.channels_last)
+    if start is None:
+        model = seeded(lambda: fast_cifar_net(recipe, num_classes=len(data.classes)), seed)
+        # a random sample: the images of a dataset may be stored sorted by class (the mirror is)
+        sample = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:5000]
+        init_whitening(model, normalize(images[sample], data.mean, data.std))
+        model = model.to(memory_format=torch.channels_last)
+    else:
+        model = start.train()
     if on_model is not None:
         on_model(model)
     if teacher_logits is not None and (teacher_logits.dim() != 3 or len(teacher_logits) != view_count(recipe.translate)):
@@ -410,7 +418,7 @@ def train_fast(data: ImageDataset, recipe: FastRecipe | None = None, seed: int =
         return sgd
 
     def after_epoch(epoch: int, net: nn.Module) -> dict[str, float] | None:
-        if epoch == recipe.whiten_bias_epochs:
+        if start is None and epoch == recipe.whiten_bias_epochs:
             net.whiten[0].bias.requires_grad_(False)
         return on_epoch(epoch, net) if on_epoch is not None else None
 

@@ -116,6 +116,33 @@ def qconfig_mapping(bits: int, output_layer: str | None = None):
     return mapping
 
 
+def _torch_layers(model: nn.Module) -> nn.Module:
+    """``model`` (changed in place) with every convolution and batch norm of a class defined
+    outside PyTorch (a subclass, such as :mod:`kdlib.fastnet`'s, which only changes how it is
+    initialised) replaced by PyTorch's own class, with the same weights, buffers, mode and
+    frozen parameters. torch.fx traces through a subclass instead of keeping it as one layer,
+    and then cannot fuse or quantize it."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d) and type(child) is not nn.Conv2d:
+                padding = child.padding
+                if padding == "same":  # 'same' as numbers, for the quantized kernels
+                    padding = tuple(d * (k - 1) // 2 for d, k in zip(child.dilation, child.kernel_size))
+                plain: nn.Module = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
+                                             child.stride, padding, child.dilation, child.groups,
+                                             child.bias is not None, child.padding_mode)
+            elif isinstance(child, nn.BatchNorm2d) and type(child) is not nn.BatchNorm2d:
+                plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                       child.track_running_stats)
+            else:
+                continue
+            plain.load_state_dict(child.state_dict())
+            for mine, theirs in zip(plain.parameters(), child.parameters()):
+                mine.requires_grad_(theirs.requires_grad)
+            setattr(parent, name, plain.train(child.training))
+    return model
+
+
 def prepare_qat(model: nn.Module, bits: int, example: Tensor) -> nn.Module:
     """A copy of ``model`` with fake quantizers at ``bits`` bits, ready for training with
     :func:`kdlib.train.train` (batch norm folded into the convolutions, as the int8 model will
@@ -124,7 +151,7 @@ def prepare_qat(model: nn.Module, bits: int, example: Tensor) -> nn.Module:
     from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
     check_bits(bits)
-    model = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).train()
+    model = _torch_layers(copy.deepcopy(model)).cpu().to(memory_format=torch.contiguous_format).train()
     linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     try:
         with _quiet():
@@ -132,7 +159,7 @@ def prepare_qat(model: nn.Module, bits: int, example: Tensor) -> nn.Module:
             prepared = prepare_qat_fx(model, mapping, example_inputs=(example.cpu(),))
     except Exception as exc:  # tracing failures come in many types
         raise ValueError(f"cannot quantize {type(model).__name__}: torch.fx could not trace it ({exc}); "
-                         "kdlib quantizes the course's mlp and cifar_resnet networks") from exc
+                         "kdlib quantizes the course's mlp, cifar_resnet and fast_cifar_net networks") from exc
     prepared.kdlib_bits = bits
     return prepared
 

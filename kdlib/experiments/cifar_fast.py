@@ -54,12 +54,13 @@ from kdlib.data import ImageDataset, first_per_class, normalize
 from kdlib.distributed import broadcast, run_rows
 from kdlib.experiments import KD_TEMPERATURE, TimeBudget, planned_rows, run_command
 from kdlib.experiments import modern_cifar
-from kdlib.experiments.algorithms import FEATURE_METHODS, method_terms
+from kdlib.experiments.algorithms import FEATURE_METHODS, int8_fields, method_terms
 from kdlib.experiments.modern import terms_for
 from kdlib.fastnet import FastRecipe, centre_view, fast_accuracy, fast_cifar_net, train_fast
 from kdlib.models import seeded
 from kdlib.precision import use_bfloat16
 from kdlib.profile import check_profile
+from kdlib.quantize import check_bits, freeze, prepare_qat, to_int8
 from kdlib.stats import PairedGap, mean_interval, paired_gap
 from kdlib.terms import Term
 from kdlib.train import accuracy
@@ -90,6 +91,7 @@ class FastRow:
     patience: int = 1  # the schedule, in multiples of the row's usual number of steps
     feature: str | None = None  # a term on the teacher's features added to KD (FEATURE_METHODS)
     feature_weight: float | None = None  # a candidate weight of that term (selection rows only)
+    bits: int | None = None  # quantization-aware fine-tuning of the trained row at these bits (QAT)
 
     def __post_init__(self) -> None:
         if self.teaching not in TEACHINGS:
@@ -111,11 +113,20 @@ class FastRow:
                                  "teacher is run on the student's own view, for its feature maps); set kd=True "
                                  "and leave teaching at 'consistent'")
 
+        if self.bits is not None:
+            check_bits(self.bits)
+            if self.feature is not None or self.patience != 1 or self.teaching != "consistent":
+                raise ValueError(f"row {self.name!r}: QAT (bits) fine-tunes a labels-only or KD row with a "
+                                 "consistent teacher at the usual schedule; leave feature, patience and "
+                                 "teaching at their defaults")
+
     def row_id(self, seed: int) -> str:
         data = ("reduced" if self.reduced else "full") + (f"-x{self.patience}" if self.patience > 1 else "")
         loss = "labels" if not self.kd else "kd" if self.teaching == "consistent" else "kd-fixed"
         if self.feature is not None:
             loss += f"+{self.feature}" + (f"-w{self.feature_weight:g}" if self.feature_weight is not None else "")
+        if self.bits is not None:
+            loss += f"+qat{self.bits}"
         return f"{self.size}/{loss}/{data}/seed{seed}"
 
 
@@ -169,12 +180,28 @@ a tenth and a hundredth of theirs. Each candidate trains one student at the sele
 (``base.selection_seeds[0]``); the weight with the best validation accuracy (one view) is the
 one the final rows use (ties: the first listed). The test set chooses nothing."""
 
+QAT_BITS = (8, 4, 2)
+"""The bit widths of chapter 8's quantization-aware training (QAT) on the fast students, as in
+its MNIST sweep."""
+
+QAT: tuple[FastRow, ...] = tuple(
+    replace(row, name=f"{row.name}, {bits}-bit QAT", bits=bits)
+    for row in TABLE if row.reduced and row.size == "ideal" for bits in QAT_BITS
+)
+"""Chapter 8's quantized students on the fast teacher: TABLE's reduced-set pair (KD, the labels
+alone), each trained again in float (the same seed gives the same student on the same machine;
+``float_student_reproduced`` checks it against the stored row), then fine-tuned with QAT at each
+of :data:`QAT_BITS` (:func:`kdlib.quantize.prepare_qat`) by :func:`qat_recipe`, with the loss its
+float row was trained with (KD rows: the same teacher's logits per view). 8-bit models are also
+converted to int8 and timed. Scored, as TABLE is, with test-time augmentation, one view beside
+it. Declared before the first full run."""
+
 PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY
 """Every row a run of ``cifar10-fast`` makes, in order."""
 
-FEATURE_PLANNED: tuple[FastRow, ...] = tuple(row for row in TABLE if row.reduced) + FEATURES
+FEATURE_PLANNED: tuple[FastRow, ...] = tuple(row for row in TABLE if row.reduced) + FEATURES + QAT
 """Every row a run of ``cifar10-features`` makes: TABLE's reduced-set pair (KD, the labels
-alone), the selection students, then FEATURES."""
+alone), the selection students, then FEATURES, then QAT."""
 
 ROWS = {EXPERIMENT: PLANNED, FEATURE_EXPERIMENT: FEATURE_PLANNED}
 
@@ -257,16 +284,30 @@ def chosen_weights(rows: dict[str, dict[str, Any]], scale: FastScale) -> dict[st
     return chosen
 
 
+def qat_recipe(recipe: FastRecipe) -> FastRecipe:
+    """The QAT fine-tuning of a student trained with ``recipe``: a tenth of its epochs (at least
+    one) and a tenth of its peak learning rate, its schedule's shape (warm-up, then linear decay)
+    over those steps, no lookahead (it would average the quantizers' ranges too), the rest
+    unchanged. Chapter 8's ResNet students were fine-tuned the same way (3 epochs after 20 at a
+    tenth of their learning rate). Declared before the first full run."""
+    epochs = max(1, round(recipe.epochs / 10))
+    return replace(recipe, epochs=epochs, lr=recipe.lr / 10, lookahead_start_epochs=epochs,
+                   whiten_bias_epochs=0)
+
+
 def planned_runs(scale: FastScale, rows: tuple[FastRow, ...] = PLANNED,
                  weights: dict[str, float] | None = None) -> list[Run]:
     """Every run of ``rows`` at every seed, the selection runs first when ``rows`` has feature
-    rows; the final feature rows only when their ``weights`` (:func:`chosen_weights`) are given."""
+    rows; the final feature rows only when their ``weights`` (:func:`chosen_weights`) are given;
+    QAT rows last, seed by seed and row by row within a seed, so that the bit widths of one float
+    student follow each other (it is trained once for them)."""
     features = [row for row in rows if row.feature is not None]
-    runs = [Run(row, seed) for row in rows if row.feature is None for seed in scale.seeds]
+    qat = [Run(row, seed) for seed in scale.seeds for row in rows if row.bits is not None]
+    runs = [Run(row, seed) for row in rows if row.feature is None and row.bits is None for seed in scale.seeds]
     runs += [run for run in selection_runs(scale) if any(run.row.feature == f.feature for f in features)]
     if weights is not None:
         runs += [Run(row, seed, weights[row.feature]) for row in features for seed in scale.seeds]
-    return runs
+    return runs + qat
 
 
 def fixed_logits(soft: Tensor, translate: int) -> Tensor:
@@ -310,11 +351,14 @@ def feature_terms(method: str, weight: float, recipe: FastRecipe, teacher: nn.Mo
 
 
 def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft: Tensor,
-                teacher: nn.Module | None = None) -> dict[str, Any]:
+                teacher: nn.Module | None = None, trained: list[nn.Module] | None = None) -> dict[str, Any]:
     """Train one student and score it: test accuracy with one view and with the recipe's
     test-time augmentation, validation accuracy, training time. A row with a feature term needs
-    the ``teacher`` network, run on each batch."""
+    the ``teacher`` network, run on each batch. The trained network is appended to ``trained``,
+    when given."""
     row, dataset = run.row, data.dataset
+    if row.bits is not None:
+        raise ValueError(f"row {row.name!r} is a QAT row: run it with run_qat_student")
     images, labels, logits = data.x_train, data.y_train, soft
     if row.reduced:
         keep = scale.reduced_indices(labels)
@@ -342,6 +386,8 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
         if not live:
             raise
         student, outcome = built[0].eval(), {"diverged": str(error)}
+    if trained is not None:
+        trained.append(student)
     x_test = modern_cifar.test_inputs(dataset)
     x_val = normalize(data.x_val, dataset.mean, dataset.std).contiguous(memory_format=torch.channels_last)
     with torch.autocast(x_test.device.type, dtype=torch.bfloat16, enabled=use_bfloat16(x_test.device)):
@@ -353,6 +399,55 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
             "accuracy_tta": fast_accuracy(student, dataset, recipe) / 100, "validation_accuracy": validation,
             **outcome, **({"feature_weight": weight} if live else {}),
             "flops_per_image": flops_per_image(recipe.widths, len(dataset.classes))}
+
+
+def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft: Tensor,
+                    floats: dict[str, tuple[dict[str, Any], nn.Module]],
+                    stored: dict[str, dict[str, Any]], timing_repeats: int = 20) -> dict[str, Any]:
+    """Fine-tune one QAT row (:data:`QAT`) and score it. Its float student (the row without
+    ``bits``) is trained again, once for all bit widths: ``floats`` holds the last one, by row
+    id; ``stored`` holds the rows already in the file, whose float row the new training is
+    checked against (``float_student_reproduced``: the same test accuracy, one view). QAT runs in
+    float32; the fake-quantized model is scored as its float row is. An 8-bit model is also
+    converted to int8 (:func:`kdlib.quantize.to_int8`), scored with test-time augmentation, and
+    timed against its float twin (one thread)."""
+    row, dataset = run.row, data.dataset
+    base = Run(replace(row, bits=None), run.seed)
+    if base.row_id() not in floats:
+        floats.clear()  # one float student held at a time
+        held: list[nn.Module] = []
+        floats[base.row_id()] = (run_student(base, scale, data, soft, trained=held), held[0])
+    float_row, student = floats[base.row_id()]
+    images, labels, logits = data.x_train, data.y_train, soft
+    if row.reduced:
+        keep = scale.reduced_indices(labels)
+        images, labels, logits = images[keep], labels[keep], soft[:, keep]
+    recipe = qat_recipe(scale.recipe(base.row, len(images), len(data.x_train)))
+    steps = recipe.epochs * -(-len(images) // recipe.batch_size)
+    terms = terms_for("kd" if row.kd else "labels", {"temperature": KD_TEMPERATURE}, steps,
+                      label_smoothing=recipe.label_smoothing)
+    x_test = modern_cifar.test_inputs(dataset).contiguous()
+    qat = prepare_qat(student.float(), row.bits, x_test[:8])
+    qat, log = train_fast(dataset, recipe, seed=run.seed, train_images=images, train_labels=labels, terms=terms,
+                          teacher_logits=logits if row.kd else None, mixed_precision=False, start=qat)
+    freeze(qat)
+    x_val = normalize(data.x_val, dataset.mean, dataset.std).contiguous()
+    fields: dict[str, Any] = {}
+    if row.bits == 8:
+        fields = int8_fields(qat, student, x_test, dataset.test_labels, timing_repeats, 256)
+        fields["accuracy_int8_tta"] = fast_accuracy(to_int8(qat), dataset, recipe, mixed_precision=False) / 100
+    previous = stored.get(base.row_id())
+    return {"kind": "student", **asdict(row), "seed": run.seed, "widths": list(recipe.widths),
+            "train_images": len(images), "steps": steps, "recipe": recipe.to_dict(),
+            "terms": [repr(t) for t in terms], "qat": "fine-tuned from float",
+            "accuracy": accuracy(qat, x_test, dataset.test_labels),
+            "accuracy_tta": fast_accuracy(qat, dataset, recipe, mixed_precision=False) / 100,
+            "validation_accuracy": accuracy(qat, x_val, data.y_val),
+            "train_accuracy": log.train_accuracy, "train_wall_s": log.wall_s,
+            "float_accuracy": float_row["accuracy"], "float_accuracy_tta": float_row["accuracy_tta"],
+            "float_student_reproduced": None if previous is None else previous["accuracy"] == float_row["accuracy"],
+            "float_train_wall_s": float_row["train_wall_s"], **fields,
+            "flops_per_image": float_row["flops_per_image"]}
 
 
 def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
@@ -379,8 +474,11 @@ def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progre
                   f"{row.get('train_wall_s', float('nan')):.0f} s", flush=True)
 
     teacher: list[nn.Module] = []
+    floats: dict[str, tuple[dict[str, Any], nn.Module]] = {}
 
     def train_one(run: Run) -> dict[str, Any]:
+        if run.row.bits is not None:
+            return run_qat_student(run, scale, data, soft, floats, results.data["rows"])
         if run.row.feature is not None and not teacher:  # from the cache teacher_views has filled
             teacher.append(modern_cifar.make_teacher(data, scale.base)[0].eval())
         return run_student(run, scale, data, soft, teacher[0] if teacher else None)
