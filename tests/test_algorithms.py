@@ -3,6 +3,7 @@ the adversarial term, FitNets hints, and a tiny end-to-end run of the experiment
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 
@@ -238,3 +239,30 @@ def test_the_quantization_table_names_a_missing_planned_row() -> None:
     del broken["rows"][algorithms.quantized_row_id("MNIST", "kd", bits[-1], 0)]
     with pytest.raises(MissingRows, match=rf"mnist/quantized/kd/bits{bits[-1]}/seed0"):
         algorithms.quantization_table(broken, "MNIST")
+
+
+def test_the_fast_net_is_quantized_with_torch_layers_and_its_frozen_weights_stay_frozen() -> None:
+    """torch.fx traces through kdlib.fastnet's subclassed convolutions and batch norms; prepare_qat
+    swaps them for PyTorch's own (same outputs), so that they fuse and quantize, and keeps the
+    whitening filters and the batch norms' fixed scale frozen."""
+    from dataclasses import replace as swap
+
+    from kdlib.fastnet import FastRecipe, fast_cifar_net, init_whitening
+    from kdlib.quantize import _torch_layers
+
+    torch.manual_seed(0)
+    net = fast_cifar_net(swap(FastRecipe(), widths=(8, 16, 16)))
+    init_whitening(net, torch.randn(200, 3, 32, 32))
+    net(torch.randn(64, 3, 32, 32))  # batch statistics, in train mode
+    net.eval()
+    x = torch.randn(16, 3, 32, 32)
+    plain = _torch_layers(copy.deepcopy(net))
+    assert {type(m) for m in plain.modules()} & {type(net.stage1[0]), type(net.stage1[2])} == set()
+    assert not plain.training and torch.equal(plain(x), net(x))
+    qat = prepare_qat(net, 8, x[:4])
+    names = {type(m).__name__ for m in qat.modules()}
+    assert {"ConvBn2d", "FusedMovingAvgObsFakeQuantize"} <= names
+    frozen = {name for name, p in qat.named_parameters() if not p.requires_grad}
+    assert "whiten.0.weight" in frozen and any(name.endswith("bn.weight") for name in frozen)
+    trained = {name for name, p in qat.named_parameters() if p.requires_grad}
+    assert "head.2.weight" in trained and any(name.startswith("stage1.0") for name in trained)

@@ -119,6 +119,27 @@ def test_the_feature_rows_choose_their_weights_on_validation_then_train_every_se
     chosen = cifar_fast.selection_table(features)
     assert len(chosen) == 6 and (chosen.chosen == "yes").sum() == 3
 
+    # the QAT rows: each float student trained again (and found equal to the stored one), then
+    # fine-tuned at every width with its own loss, a tenth of the epochs and of the learning rate
+    rows = features["rows"]
+    for run in cifar_fast.planned_runs(scale, cifar_fast.QAT):
+        qat, base = rows[run.row_id()], rows[cifar_fast.replace(run.row, bits=None).row_id(run.seed)]
+        assert qat["float_student_reproduced"] is True and qat["float_accuracy"] == base["accuracy"]
+        assert qat["recipe"]["lr"] == pytest.approx(base["recipe"]["lr"] / 10)
+        assert qat["recipe"]["epochs"] == max(1, round(base["recipe"]["epochs"] / 10))
+        assert ("KDTerm" in "".join(qat["terms"])) == run.row.kd
+        assert ("accuracy_int8" in qat) == (run.row.bits == 8)
+        if run.row.bits == 8:
+            assert qat["int8"]["size_bytes"] < 0.5 * qat["float"]["size_bytes"]
+            assert 0 <= qat["int8_agreement_with_fake_quant"] <= 1
+    table = cifar_fast.qat_table(features)
+    assert list(table.bits) == ["float", "8", "4", "2"] and (table.seeds == 2).all()
+    by_hand = [100 * (rows[f"ideal/kd+qat4/reduced/seed{s}"]["accuracy_tta"]
+                      - rows[f"ideal/labels+qat4/reduced/seed{s}"]["accuracy_tta"]) for s in (0, 1)]
+    assert table.set_index("bits").loc["4", "gain"] == pytest.approx(sum(by_hand) / 2)
+    int8 = algorithms.int8_summary(cifar_fast.qat_frame(features, "accuracy").query("bits == 8"))
+    assert list(int8.dataset) == ["CIFAR-10"] and int8.models.item() == 4
+
 
 def test_reduced_recipe_scales_every_epoch_count():
     scale = cifar_fast.SCALES["full"]
@@ -183,6 +204,24 @@ def test_rows_that_do_not_apply_are_refused():
         cifar_fast.FastRow("x", "ideal", feature_weight=1.0)
     with pytest.raises(ValueError, match="feature_weight must be > 0"):
         cifar_fast.FastRow("x", "ideal", feature="at", feature_weight=0.0)
+    with pytest.raises(ValueError, match="bits must be an integer from 2 to 8"):
+        cifar_fast.FastRow("x", "ideal", bits=1)
+    for wrong in ({"feature": "at"}, {"teaching": "fixed"}, {"patience": 2}):
+        with pytest.raises(ValueError, match="QAT .bits. fine-tunes"):
+            cifar_fast.FastRow("x", "ideal", bits=8, **wrong)
+    with pytest.raises(ValueError, match="run it with run_qat_student"):
+        cifar_fast.run_student(cifar_fast.Run(cifar_fast.QAT[0], 0), cifar_fast.SCALES["full"], None, None)
+
+
+def test_the_qat_recipe_is_a_tenth_of_the_float_one():
+    recipe = cifar_fast.SCALES["full"].recipe(cifar_fast.QAT[0], 5_000, 45_000)
+    qat = cifar_fast.qat_recipe(recipe)
+    assert (recipe.epochs, qat.epochs) == (45, 4) and qat.lr == pytest.approx(recipe.lr / 10)
+    assert qat.lookahead_start_epochs >= qat.epochs and qat.widths == recipe.widths
+    assert cifar_fast.qat_recipe(cifar_fast.replace(recipe, epochs=3)).epochs == 1
+    assert [run.row_id() for run in cifar_fast.planned_runs(cifar_fast.SCALES["full"], cifar_fast.QAT)][:4] == [
+        "ideal/kd+qat8/reduced/seed0", "ideal/kd+qat4/reduced/seed0", "ideal/kd+qat2/reduced/seed0",
+        "ideal/labels+qat8/reduced/seed0"]
 
 
 def test_the_weight_with_the_best_validation_accuracy_is_chosen():
@@ -196,7 +235,7 @@ def test_the_weight_with_the_best_validation_accuracy_is_chosen():
         cifar_fast.chosen_weights(rows, scale)
     # the final feature rows are planned only once their weights are known
     planned = cifar_fast.planned_runs(scale, cifar_fast.FEATURE_PLANNED)
-    assert len(planned) == 2 * 3 + 6 and not any(run.row.feature and run.row.feature_weight is None for run in planned)
+    assert len(planned) == 2 * 3 + 6 + 6 * 3 and not any(run.row.feature and run.row.feature_weight is None for run in planned)
     final = cifar_fast.planned_runs(scale, cifar_fast.FEATURE_PLANNED, weights={"fitnets": 1.0, "at": 10.0, "crd": 0.08})
     assert [r.weight for r in final if r.row.feature == "at" and r.row.feature_weight is None] == [10.0] * 3
 

@@ -473,7 +473,13 @@ def quantization_table(data: dict[str, Any], dataset: str = "MNIST") -> pd.DataF
     paired gain of KD at that width; the planned rows of the recorded scale, a missing one
     raises :class:`kdlib.experiments.MissingRows`."""
     widths = (FLOAT_BITS, *data["provenance"]["scale"]["bits"])
-    frame = planned_frame(data, quantized_rows(data, dataset))
+    return bits_table(planned_frame(data, quantized_rows(data, dataset)), widths)
+
+
+def bits_table(frame: pd.DataFrame, widths: tuple[int, ...]) -> pd.DataFrame:
+    """The table of :func:`quantization_table` from a frame of students (columns ``method``,
+    ``"kd"`` or ``"nokd"``, ``bits``, ``seed`` and ``accuracy_pct``), one line per bit width of
+    ``widths`` (:data:`FLOAT_BITS` for float students)."""
     lines = []
     for bits in widths:
         at = frame[frame.bits == bits]
@@ -502,7 +508,13 @@ def int8_table(data: dict[str, Any]) -> pd.DataFrame:
     """The int8 models against their float twins: size, latency, throughput (means over rows)
     and accuracy of the integer model against the fake-quantized one; the planned 8-bit rows
     of the recorded scale (a missing one raises :class:`kdlib.experiments.MissingRows`)."""
-    frame = planned_frame(data, int8_rows(data))
+    return int8_summary(planned_frame(data, int8_rows(data)))
+
+
+def int8_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table of :func:`int8_table` from a frame of 8-bit QAT students with their int8 fields
+    (:func:`kdlib.experiments.algorithms.int8_fields`), one line per ``dataset``; their
+    ``accuracy_pct`` must be scored as ``accuracy_int8`` is (one view)."""
     lines = []
     for dataset, rows in frame.groupby("dataset", sort=False):
         int8, flt = pd.DataFrame(list(rows.int8)), pd.DataFrame(list(rows.float))

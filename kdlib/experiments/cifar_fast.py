@@ -41,6 +41,7 @@ runs the whole pipeline in under a minute.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,25 @@ def chosen_weights(rows: dict[str, dict[str, Any]], scale: FastScale) -> dict[st
     return chosen
 
 
+QAT_BATCHNORM_EPS = 1e-5
+"""The batch norms' epsilon in a QAT copy (PyTorch's default), in place of the fast network's
+1e-12 (airbench's). With 2-bit weights and activations, a channel's input can be the same
+value over a whole batch; its variance is then zero, and 1e-12 divides it by 1e-6: the first
+full run's 2-bit students reached non-finite weights in their first epoch (the 8- and 4-bit
+students did not). Set after that run; every QAT row was then trained again with it."""
+
+
+def qat_copy(student: nn.Module) -> nn.Module:
+    """A copy of a trained fast student for QAT: every batch norm's epsilon set to
+    :data:`QAT_BATCHNORM_EPS` (a change of the float network's outputs far below its
+    accuracy's resolution, since its channels' variances are far above 1e-5)."""
+    student = copy.deepcopy(student).float()
+    for module in student.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eps = QAT_BATCHNORM_EPS
+    return student
+
+
 def qat_recipe(recipe: FastRecipe) -> FastRecipe:
     """The QAT fine-tuning of a student trained with ``recipe``: a tenth of its epochs (at least
     one) and a tenth of its peak learning rate, its schedule's shape (warm-up, then linear decay)
@@ -427,7 +447,7 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
     terms = terms_for("kd" if row.kd else "labels", {"temperature": KD_TEMPERATURE}, steps,
                       label_smoothing=recipe.label_smoothing)
     x_test = modern_cifar.test_inputs(dataset).contiguous()
-    qat = prepare_qat(student.float(), row.bits, x_test[:8])
+    qat = prepare_qat(qat_copy(student), row.bits, x_test[:8])
     qat, log = train_fast(dataset, recipe, seed=run.seed, train_images=images, train_labels=labels, terms=terms,
                           teacher_logits=logits if row.kd else None, mixed_precision=False, start=qat)
     freeze(qat)
@@ -440,6 +460,7 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
     return {"kind": "student", **asdict(row), "seed": run.seed, "widths": list(recipe.widths),
             "train_images": len(images), "steps": steps, "recipe": recipe.to_dict(),
             "terms": [repr(t) for t in terms], "qat": "fine-tuned from float",
+            "batchnorm_eps": QAT_BATCHNORM_EPS,
             "accuracy": accuracy(qat, x_test, dataset.test_labels),
             "accuracy_tta": fast_accuracy(qat, dataset, recipe, mixed_precision=False) / 100,
             "validation_accuracy": accuracy(qat, x_val, data.y_val),
@@ -603,6 +624,37 @@ def feature_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataF
     return pd.DataFrame(lines)
 
 
+def qat_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataFrame:
+    """Chapter 8's quantized students on the fast teacher, one line each in the form of
+    :func:`kdlib.experiments.algorithms.student_frame`: TABLE's reduced-set pair as the float
+    students (``bits`` :data:`kdlib.experiments.algorithms.FLOAT_BITS`) and the QAT rows
+    (:data:`QAT`), with ``dataset``, ``method`` (``"kd"`` or ``"nokd"``), ``bits``, ``seed``,
+    ``accuracy`` and ``accuracy_pct`` (read from ``field``: test-time augmentation, the declared
+    scoring, by default) and, for QAT rows, the stored fields (``float_student_reproduced``; at 8
+    bits the int8 fields, whose accuracies are one view's). A missing row raises
+    :class:`kdlib.experiments.MissingRows`."""
+    from kdlib.experiments.algorithms import FLOAT_BITS
+
+    reduced = [row for row in TABLE if row.reduced and row.size == "ideal"]
+    lines = []
+    for row in reduced + list(QAT):
+        ids = [row.row_id(seed) for seed in seeds_of(data)]
+        for seed, stored in zip(seeds_of(data), planned_rows(data, ids, run_command(data["experiment"], data))):
+            lines.append({**stored, "dataset": "CIFAR-10", "method": "kd" if row.kd else "nokd",
+                          "bits": FLOAT_BITS if row.bits is None else row.bits, "seed": seed,
+                          "accuracy": stored[field], "accuracy_pct": 100 * stored[field],
+                          "scoring": field})
+    return pd.DataFrame(lines)
+
+
+def qat_table(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataFrame:
+    """:func:`kdlib.experiments.algorithms.quantization_table` for the fast students
+    (:func:`qat_frame`): per bit width, both students' mean accuracy and KD's paired gain."""
+    from kdlib.experiments.algorithms import FLOAT_BITS, bits_table
+
+    return bits_table(qat_frame(data, field), (FLOAT_BITS, *QAT_BITS))
+
+
 def selection_table(data: dict[str, Any]) -> pd.DataFrame:
     """The weights tried for each feature term (:data:`FEATURE_CANDIDATES`): one line per
     candidate with its selection student's validation accuracy (%, one view), whether its loss
@@ -620,6 +672,7 @@ def selection_table(data: dict[str, Any]) -> pd.DataFrame:
 
 
 __all__ = ["CONSISTENCY", "EXPERIMENT", "FEATURES", "FEATURE_CANDIDATES", "FEATURE_EXPERIMENT", "FastRow",
-           "FastScale", "PLANNED", "SCALES", "TABLE", "chosen_weights", "consistency_frame", "feature_frame",
-           "fixed_logits", "gain_difference", "kd_gaps", "load_features", "load_published", "planned_runs",
-           "run_cifar_fast", "selection_table", "summary_table"]
+           "FastScale", "PLANNED", "QAT", "QAT_BITS", "SCALES", "TABLE", "chosen_weights", "consistency_frame",
+           "feature_frame", "fixed_logits", "gain_difference", "kd_gaps", "load_features", "load_published",
+           "planned_runs", "qat_frame", "qat_recipe", "qat_table", "run_cifar_fast", "run_qat_student",
+           "selection_table", "summary_table"]
