@@ -560,6 +560,12 @@ def load_results(path: Path | str) -> dict[str, Any]:
     return parse_result_file(path.read_text(), path)
 
 
+def short_commit(commit: str) -> str:
+    """A commit's first seven characters, keeping the ``+dirty`` mark of a working tree that
+    had uncommitted changes (``243c8ce+dirty``)."""
+    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
+
+
 def provenance_lines(data: dict[str, Any]) -> list[str]:
     """How a result file was made, as short lines for a chapter: command (without its output
     path), code version (and the versions of any resumed runs), machine, libraries, data, and
@@ -567,7 +573,7 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
     prov, env = data["provenance"], data["provenance"]["environment"]
     machine = env["cuda_device"] if prov.get("device", "cpu").startswith("cuda") and env.get("cuda_device") \
         else f"{env['processor']}, {env['cpu_count']} cores"
-    resumed = ", ".join(r["git_commit"][:7] for r in data.get("resumed", []))
+    resumed = ", ".join(short_commit(r["git_commit"]) for r in data.get("resumed", []))
     command = re.sub(r" --out \S+", "", prov["command"])
     lines = [f"command:    {command}",
              f"git commit: {prov['git_commit']}" + (f" (resumed at {resumed})" if resumed else ""),
@@ -577,7 +583,7 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
         lines.append(f"data:       {data_kind(prov['data_source'])}")
     carried = prov.get("carried_over")
     if carried:
-        made = carried["provenance"]["git_commit"][:7]
+        made = short_commit(carried["provenance"]["git_commit"])
         first, *earlier = carried["from"].split(", carried there from ")
         lines.append(f"carried:    {len(carried['rows'])} rows made at {made}, from {first}")
         lines += [f"            (carried there from {where})" for where in earlier]

@@ -206,3 +206,19 @@ def test_an_endless_function_scores_zero_on_its_question_only(tmp_path):
     scores = {s.question: s.points for s in grading.grade_submission(
         notebook(tmp_path / "02_losses.ipynb", slow), timeout_s=10, only={"ex_kd_gradient", "ex_no_t2"})}
     assert scores == {"ex_kd_gradient": 0, "ex_no_t2": 2}
+
+
+def test_a_submission_computes_under_its_graders_kernel_caps(monkeypatch):
+    """The child that runs a submission keeps the parent's caps on the CPU's kernels (ATen's,
+    oneDNN's and MKL's), so that expectations and submissions compute alike, and nothing else
+    of the parent's environment."""
+    caps = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    for name, value in caps.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KDLIB_SECRET_OF_THE_GRADER", "x")
+    child = grading.Child("", ["import os\nseen = {k: os.environ.get(k) for k in "
+                               f"{sorted([*caps, 'KDLIB_SECRET_OF_THE_GRADER'])!r}}}"], timeout_s=60)
+    try:
+        assert child.value("seen") == {**caps, "KDLIB_SECRET_OF_THE_GRADER": None}
+    finally:
+        child.close()

@@ -77,9 +77,10 @@ def test_provenance_lines_name_the_machine_and_resumed_commits() -> None:
            "python": "3.11", "cuda_device": None}
     data = {"provenance": {"command": "c", "git_commit": "abc", "environment": env, "device": "cpu",
                            "data_source": "original MNIST IDX files (md5-verified) from /x"},
-            "resumed": [{"git_commit": "1234567890"}], "rows": {"a": {}}, "wall_s": 120.0}
+            "resumed": [{"git_commit": "1234567890"}, {"git_commit": "abcdef0123+dirty"}],
+            "rows": {"a": {}}, "wall_s": 120.0}
     lines = provenance_lines(data)
-    assert "resumed at 1234567" in lines[1] and "2 cores" in lines[2]
+    assert "resumed at 1234567, abcdef0+dirty)" in lines[1] and "2 cores" in lines[2]
     assert lines[4] == "data:       original MNIST IDX files" and "0 min" in lines[-1]
 
 

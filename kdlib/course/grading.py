@@ -367,7 +367,8 @@ class Child:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.folder.name,
                "OMP_NUM_THREADS": "1", "KDLIB_THREADS": "1", "KDLIB_DOWNLOAD": "0", "TQDM_DISABLE": "1",
                "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"}
-        for name in ("KDLIB_DATA", "KDLIB_CACHE", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"):
+        for name in ("KDLIB_DATA", "KDLIB_CACHE", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                     "MKL_ENABLE_INSTRUCTIONS"):  # the kernels' caps: the child computes as its parent
             if name in os.environ:
                 env[name] = os.environ[name]
         self.process = subprocess.Popen([sys.executable, "-I", "-c", CHILD], stdin=subprocess.PIPE,

@@ -287,10 +287,13 @@ def chosen_weights(rows: dict[str, dict[str, Any]], scale: FastScale) -> dict[st
 
 QAT_BATCHNORM_EPS = 1e-5
 """The batch norms' epsilon in a QAT copy (PyTorch's default), in place of the fast network's
-1e-12 (airbench's). With 2-bit weights and activations, a channel's input can be the same
-value over a whole batch; its variance is then zero, and 1e-12 divides it by 1e-6: the first
-full run's 2-bit students reached non-finite weights in their first epoch (the 8- and 4-bit
-students did not). Set after that run; every QAT row was then trained again with it."""
+1e-12 (airbench's), which leaves a channel whose variance is zero (with 2-bit inputs, a
+channel can be constant over a batch) divided by 1e-6. The first full run's first 2-bit
+student reached non-finite weights in its first epoch; a probe with 1e-5 (one student, labels
+only, not kept) trained to chance without them. Set after that run; every QAT row was then
+trained again with it. It did not prevent every such failure (one 2-bit student of the second
+run diverged too), so the cause is not shown to be the epsilon; a row whose weights become
+non-finite is recorded as diverged (:func:`run_qat_student`)."""
 
 
 def qat_copy(student: nn.Module) -> nn.Module:
@@ -305,13 +308,15 @@ def qat_copy(student: nn.Module) -> nn.Module:
 
 
 def qat_recipe(recipe: FastRecipe) -> FastRecipe:
-    """The QAT fine-tuning of a student trained with ``recipe``: a tenth of its epochs (at least
-    one) and a tenth of its peak learning rate, its schedule's shape (warm-up, then linear decay)
-    over those steps, no lookahead (it would average the quantizers' ranges too), the rest
-    unchanged. Chapter 8's ResNet students were fine-tuned the same way (3 epochs after 20 at a
-    tenth of their learning rate). Declared before the first full run."""
+    """The QAT fine-tuning of a student trained with ``recipe``: a tenth of its
+    epochs (at least one) and a tenth of its peak learning rate, its schedule's
+    shape (warm-up, then linear decay) over those steps, no lookahead (it would
+    average the quantizers' ranges too), the rest unchanged. Chapter 8's ResNet
+    students were fine-tuned in the same spirit: 3 epochs after 20, at a tenth of
+    their learning rate, without warm-up. Declared before the first full run."""
     epochs = max(1, round(recipe.epochs / 10))
-    return replace(recipe, epochs=epochs, lr=recipe.lr / 10, lookahead_start_epochs=epochs,
+    return replace(recipe, epochs=epochs, lr=recipe.lr / 10,
+                   lookahead_start_epochs=epochs,
                    whiten_bias_epochs=0)
 
 
@@ -430,7 +435,8 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
     checked against (``float_student_reproduced``: the same test accuracy, one view). QAT runs in
     float32; the fake-quantized model is scored as its float row is. An 8-bit model is also
     converted to int8 (:func:`kdlib.quantize.to_int8`), scored with test-time augmentation, and
-    timed against its float twin (one thread)."""
+    timed against its float twin (one thread). A student whose weights become non-finite during
+    QAT is a result, not a failure of the run: its row records ``diverged`` and no accuracy."""
     row, dataset = run.row, data.dataset
     base = Run(replace(row, bits=None), run.seed)
     if base.row_id() not in floats:
@@ -448,27 +454,35 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
                       label_smoothing=recipe.label_smoothing)
     x_test = modern_cifar.test_inputs(dataset).contiguous()
     qat = prepare_qat(qat_copy(student), row.bits, x_test[:8])
-    qat, log = train_fast(dataset, recipe, seed=run.seed, train_images=images, train_labels=labels, terms=terms,
-                          teacher_logits=logits if row.kd else None, mixed_precision=False, start=qat)
+    previous = stored.get(base.row_id())
+    common = {"kind": "student", **asdict(row), "seed": run.seed, "widths": list(recipe.widths),
+              "train_images": len(images), "steps": steps, "recipe": recipe.to_dict(),
+              "terms": [repr(t) for t in terms], "qat": "fine-tuned from float",
+              "batchnorm_eps": QAT_BATCHNORM_EPS,
+              "float_accuracy": float_row["accuracy"], "float_accuracy_tta": float_row["accuracy_tta"],
+              "float_student_reproduced": None if previous is None else previous["accuracy"] == float_row["accuracy"],
+              "float_train_wall_s": float_row["train_wall_s"], "flops_per_image": float_row["flops_per_image"]}
+    try:
+        qat, log = train_fast(dataset, recipe, seed=run.seed, train_images=images, train_labels=labels,
+                              terms=terms, teacher_logits=logits if row.kd else None, mixed_precision=False,
+                              start=qat)
+    except (FloatingPointError, RuntimeError) as error:
+        finite = all(torch.isfinite(t).all() for t in qat.state_dict().values() if t.dtype.is_floating_point)
+        if finite:
+            raise
+        # non-finite weights are a result (the network has no accuracy to score): recorded, not scored
+        return {**common, "diverged": f"non-finite weights ({type(error).__name__}: {error})",
+                "accuracy": None, "accuracy_tta": None, "validation_accuracy": None}
     freeze(qat)
     x_val = normalize(data.x_val, dataset.mean, dataset.std).contiguous()
     fields: dict[str, Any] = {}
     if row.bits == 8:
         fields = int8_fields(qat, student, x_test, dataset.test_labels, timing_repeats, 256)
         fields["accuracy_int8_tta"] = fast_accuracy(to_int8(qat), dataset, recipe, mixed_precision=False) / 100
-    previous = stored.get(base.row_id())
-    return {"kind": "student", **asdict(row), "seed": run.seed, "widths": list(recipe.widths),
-            "train_images": len(images), "steps": steps, "recipe": recipe.to_dict(),
-            "terms": [repr(t) for t in terms], "qat": "fine-tuned from float",
-            "batchnorm_eps": QAT_BATCHNORM_EPS,
-            "accuracy": accuracy(qat, x_test, dataset.test_labels),
+    return {**common, "accuracy": accuracy(qat, x_test, dataset.test_labels),
             "accuracy_tta": fast_accuracy(qat, dataset, recipe, mixed_precision=False) / 100,
             "validation_accuracy": accuracy(qat, x_val, data.y_val),
-            "train_accuracy": log.train_accuracy, "train_wall_s": log.wall_s,
-            "float_accuracy": float_row["accuracy"], "float_accuracy_tta": float_row["accuracy_tta"],
-            "float_student_reproduced": None if previous is None else previous["accuracy"] == float_row["accuracy"],
-            "float_train_wall_s": float_row["train_wall_s"], **fields,
-            "flops_per_image": float_row["flops_per_image"]}
+            "train_accuracy": log.train_accuracy, "train_wall_s": log.wall_s, **fields}
 
 
 def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progress: bool = True,
@@ -490,7 +504,9 @@ def run_cifar_fast(profile: str = "quick", out: Path | str | None = None, progre
                                       **view_spread(soft[:, keep], scale.base.translate)})
 
     def report(i: int, n: int, row_id: str, row: dict[str, Any]) -> None:
-        if progress:
+        if progress and row.get("accuracy") is None:
+            print(f"{i}/{n} {row_id}: {row.get('diverged', 'not scored')}", flush=True)
+        elif progress:
             print(f"{i}/{n} {row_id}: test {row['accuracy']:.4f} (TTA {row['accuracy_tta']:.4f}), "
                   f"{row.get('train_wall_s', float('nan')):.0f} s", flush=True)
 
@@ -631,8 +647,8 @@ def qat_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataFrame
     (:data:`QAT`), with ``dataset``, ``method`` (``"kd"`` or ``"nokd"``), ``bits``, ``seed``,
     ``accuracy`` and ``accuracy_pct`` (read from ``field``: test-time augmentation, the declared
     scoring, by default) and, for QAT rows, the stored fields (``float_student_reproduced``; at 8
-    bits the int8 fields, whose accuracies are one view's). A missing row raises
-    :class:`kdlib.experiments.MissingRows`."""
+    bits the int8 fields, whose accuracies are one view's), ``diverged`` (non-finite weights:
+    accuracy NaN). A missing row raises :class:`kdlib.experiments.MissingRows`."""
     from kdlib.experiments.algorithms import FLOAT_BITS
 
     reduced = [row for row in TABLE if row.reduced and row.size == "ideal"]
@@ -640,19 +656,36 @@ def qat_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataFrame
     for row in reduced + list(QAT):
         ids = [row.row_id(seed) for seed in seeds_of(data)]
         for seed, stored in zip(seeds_of(data), planned_rows(data, ids, run_command(data["experiment"], data))):
+            value = float("nan") if stored.get(field) is None else stored[field]
             lines.append({**stored, "dataset": "CIFAR-10", "method": "kd" if row.kd else "nokd",
                           "bits": FLOAT_BITS if row.bits is None else row.bits, "seed": seed,
-                          "accuracy": stored[field], "accuracy_pct": 100 * stored[field],
-                          "scoring": field})
+                          "accuracy": value, "accuracy_pct": 100 * value, "scoring": field,
+                          "diverged": "diverged" in stored})
     return pd.DataFrame(lines)
 
 
 def qat_table(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataFrame:
     """:func:`kdlib.experiments.algorithms.quantization_table` for the fast students
-    (:func:`qat_frame`): per bit width, both students' mean accuracy and KD's paired gain."""
+    (:func:`qat_frame`): per bit width, both students' mean accuracy and KD's paired gain; a
+    width at which a student diverged is left out (:func:`qat_outcomes` counts them)."""
     from kdlib.experiments.algorithms import FLOAT_BITS, bits_table
 
-    return bits_table(qat_frame(data, field), (FLOAT_BITS, *QAT_BITS))
+    frame = qat_frame(data, field)
+    widths = [bits for bits in (FLOAT_BITS, *QAT_BITS) if not frame[frame.bits == bits].diverged.any()]
+    return bits_table(frame, tuple(widths))
+
+
+def qat_outcomes(data: dict[str, Any], field: str = "accuracy_tta") -> pd.DataFrame:
+    """Per QAT bit width: how many students were scored, how many diverged (non-finite
+    weights), and the lowest and highest accuracy (%) of those scored."""
+    frame = qat_frame(data, field)
+    lines = []
+    for bits in QAT_BITS:
+        at = frame[frame.bits == bits]
+        scored = at[~at.diverged].accuracy_pct
+        lines.append({"bits": bits, "students": len(at), "scored": len(scored),
+                      "diverged": int(at.diverged.sum()), "lowest %": scored.min(), "highest %": scored.max()})
+    return pd.DataFrame(lines)
 
 
 def selection_table(data: dict[str, Any]) -> pd.DataFrame:
@@ -674,5 +707,5 @@ def selection_table(data: dict[str, Any]) -> pd.DataFrame:
 __all__ = ["CONSISTENCY", "EXPERIMENT", "FEATURES", "FEATURE_CANDIDATES", "FEATURE_EXPERIMENT", "FastRow",
            "FastScale", "PLANNED", "QAT", "QAT_BITS", "SCALES", "TABLE", "chosen_weights", "consistency_frame",
            "feature_frame", "fixed_logits", "gain_difference", "kd_gaps", "load_features", "load_published",
-           "planned_runs", "qat_frame", "qat_recipe", "qat_table", "run_cifar_fast", "run_qat_student",
+           "planned_runs", "qat_frame", "qat_outcomes", "qat_recipe", "qat_table", "run_cifar_fast", "run_qat_student",
            "selection_table", "summary_table"]
