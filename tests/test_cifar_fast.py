@@ -265,3 +265,38 @@ def test_a_run_without_a_dataset_argument_loads_one_and_runs(tiny, tmp_path, mon
     data = cifar_fast.run_cifar_fast("quick", out=tmp_path / "d.json", progress=False)
     assert data["rows"]["teacher-flops"]["flops_per_image"] > 0
     assert "ideal/kd/full/seed0" in data["rows"]
+
+
+def test_a_qat_student_with_non_finite_weights_is_recorded_as_diverged(tiny, tmp_path, monkeypatch):
+    """Non-finite weights during QAT are a result (recorded, without an accuracy, and the file
+    stays valid); any other error of the run is raised."""
+    qat_rows = tuple(row for row in cifar_fast.QAT if row.bits == 2 and row.kd)
+    monkeypatch.setitem(cifar_fast.ROWS, cifar_fast.FEATURE_EXPERIMENT, qat_rows)
+    real = cifar_fast.train_fast
+
+    def diverging(*args, start=None, **kwargs):
+        if start is None:
+            return real(*args, **kwargs)
+        next(start.parameters()).data.fill_(float("nan"))
+        raise RuntimeError("`zero_point` must be between `quant_min` and `quant_max`.")
+
+    monkeypatch.setattr(cifar_fast, "train_fast", diverging)
+    out = tmp_path / "q.json"
+    data = cifar_fast.run_cifar_fast("quick", out=out, progress=False, dataset=tiny,
+                                     experiment=cifar_fast.FEATURE_EXPERIMENT)
+    row = data["rows"]["ideal/kd+qat2/reduced/seed0"]
+    assert row["diverged"].startswith("non-finite weights") and "accuracy" not in row
+    assert row["float_accuracy"] > 0
+    from kdlib.results import load_results
+
+    assert "ideal/kd+qat2/reduced/seed1" in load_results(out)["rows"]  # valid, every row there
+
+    def failing(*args, start=None, **kwargs):
+        if start is None:
+            return real(*args, **kwargs)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(cifar_fast, "train_fast", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        cifar_fast.run_cifar_fast("quick", out=tmp_path / "r.json", progress=False, dataset=tiny,
+                                  experiment=cifar_fast.FEATURE_EXPERIMENT)

@@ -436,7 +436,8 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
     float32; the fake-quantized model is scored as its float row is. An 8-bit model is also
     converted to int8 (:func:`kdlib.quantize.to_int8`), scored with test-time augmentation, and
     timed against its float twin (one thread). A student whose weights become non-finite during
-    QAT is a result, not a failure of the run: its row records ``diverged`` and no accuracy."""
+    QAT is a result, not a failure of the run: its row records ``diverged`` and no accuracy
+    fields (a result file refuses a row whose accuracy is not a number)."""
     row, dataset = run.row, data.dataset
     base = Run(replace(row, bits=None), run.seed)
     if base.row_id() not in floats:
@@ -470,9 +471,8 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
         finite = all(torch.isfinite(t).all() for t in qat.state_dict().values() if t.dtype.is_floating_point)
         if finite:
             raise
-        # non-finite weights are a result (the network has no accuracy to score): recorded, not scored
-        return {**common, "diverged": f"non-finite weights ({type(error).__name__}: {error})",
-                "accuracy": None, "accuracy_tta": None, "validation_accuracy": None}
+        # non-finite weights are a result: recorded, with no accuracy (there is none to score)
+        return {**common, "diverged": f"non-finite weights ({type(error).__name__}: {error})"}
     freeze(qat)
     x_val = normalize(data.x_val, dataset.mean, dataset.std).contiguous()
     fields: dict[str, Any] = {}
