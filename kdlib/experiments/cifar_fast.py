@@ -381,9 +381,9 @@ def run_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, soft:
     test-time augmentation, validation accuracy, training time. A row with a feature term needs
     the ``teacher`` network, run on each batch. The trained network is appended to ``trained``,
     when given."""
+    if run.row.bits is not None:
+        raise ValueError(f"row {run.row.name!r} is a QAT row: run it with run_qat_student")
     row, dataset = run.row, data.dataset
-    if row.bits is not None:
-        raise ValueError(f"row {row.name!r} is a QAT row: run it with run_qat_student")
     images, labels, logits = data.x_train, data.y_train, soft
     if row.reduced:
         keep = scale.reduced_indices(labels)
@@ -468,7 +468,7 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
                               terms=terms, teacher_logits=logits if row.kd else None, mixed_precision=False,
                               start=qat)
     except (FloatingPointError, RuntimeError) as error:
-        finite = all(torch.isfinite(t).all() for t in qat.state_dict().values() if t.dtype.is_floating_point)
+        finite = all(torch.isfinite(p).all() for p in qat.parameters())  # not the observers' ±inf at start
         if finite:
             raise
         # non-finite weights are a result: recorded, with no accuracy (there is none to score)
