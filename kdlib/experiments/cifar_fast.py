@@ -311,7 +311,8 @@ def qat_recipe(recipe: FastRecipe) -> FastRecipe:
     """The QAT fine-tuning of a student trained with ``recipe``: a tenth of its
     epochs (at least one) and a tenth of its peak learning rate, its schedule's
     shape (warm-up, then linear decay) over those steps, no lookahead (it would
-    average the quantizers' ranges too), the rest unchanged. Chapter 8's ResNet
+    average the quantizers' ranges too), the rest unchanged (the whitening bias,
+    frozen during float training, stays frozen). Chapter 8's ResNet
     students were fine-tuned in the same spirit: 3 epochs after 20, at a tenth of
     their learning rate, without warm-up. Declared before the first full run."""
     epochs = max(1, round(recipe.epochs / 10))
@@ -433,7 +434,9 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
     ``bits``) is trained again, once for all bit widths: ``floats`` holds the last one, by row
     id; ``stored`` holds the rows already in the file, whose float row the new training is
     checked against (``float_student_reproduced``: the same test accuracy, one view). QAT runs in
-    float32; the fake-quantized model is scored as its float row is. An 8-bit model is also
+    float32, and the fake-quantized model is scored in float32 (with one view and with
+    test-time augmentation, as its float row, which was scored in bfloat16 where the CPU has
+    it). An 8-bit model is also
     converted to int8 (:func:`kdlib.quantize.to_int8`), scored with test-time augmentation, and
     timed against its float twin (one thread). A student whose weights become non-finite during
     QAT is a result, not a failure of the run: its row records ``diverged`` and no accuracy
