@@ -455,9 +455,10 @@ def run_qat_student(run: Run, scale: FastScale, data: modern_cifar.CifarSplit, s
     float32, and the fake-quantized model is scored in float32 (with one view and with
     test-time augmentation, as its float row, which was scored in bfloat16 where the CPU has
     it). An 8-bit model is also converted to int8 (:func:`kdlib.quantize.to_int8`), scored
-    with test-time augmentation, and timed against its float twin (one thread). A student whose weights become non-finite during
-    QAT is a result, not a failure of the run: its row records ``diverged`` and no accuracy
-    fields (a result file refuses a row whose accuracy is not a number)."""
+    with test-time augmentation, and timed against its float twin (one thread). A student
+    whose weights become non-finite during QAT is a result, not a failure of the run: its row
+    records ``diverged`` and no accuracy fields (a result file refuses a row whose accuracy is
+    not a number)."""
     row, dataset = run.row, data.dataset
     base = Run(replace(row, bits=None), run.seed)
     if base.row_id() not in floats:
