@@ -77,7 +77,8 @@ the KD students of every experiment use them, except the rows that vary them on 
 EXPERIMENT_STEMS = {"mnist": "mnist", "cifar10": "cifar10", "regimes": "mnist_regimes",
                     "cifar10-precision": "cifar10_precision", "algorithms": "algorithms", "anchors": "anchors",
                     "modern": "modern", "modern-cifar10": "modern_cifar10",
-                    "cifar10-fast": "cifar10_fast", "cifar10-features": "cifar10_features"}
+                    "cifar10-fast": "cifar10_fast", "cifar10-features": "cifar10_features",
+                    "cifar10-large": "cifar10_large"}
 """Each experiment's command name and the stem of its result files, ``results/<stem>_<profile>.json``."""
 
 

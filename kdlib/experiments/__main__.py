@@ -34,11 +34,12 @@ FLAGS: dict[str, set[str]] = {
     "modern-cifar10": {"time_budget_s", "workers"},
     "cifar10-fast": {"time_budget_s", "workers"},
     "cifar10-features": {"time_budget_s", "workers"},
+    "cifar10-large": {"time_budget_s", "workers"},
     "manifest": set(),
 }
 """The optional flags each command honours; any other is refused."""
 DISTRIBUTED = ("mnist", "cifar10", "regimes", "anchors", "modern", "modern-cifar10", "cifar10-fast",
-               "cifar10-features")
+               "cifar10-features", "cifar10-large")
 """The experiments that run under torchrun, their rows shared out over the ranks (kdlib.distributed)."""
 WHY_NOT = {
     "time_budget_s": "it cannot stop between rows; interrupt it (Ctrl-C) instead and rerun to resume",
@@ -186,7 +187,7 @@ def run(argv: list[str] | None = None) -> int:
         from kdlib.experiments.modern_cifar import run_modern_cifar
 
         data = run_modern_cifar(profile, out=out, command=command, time_budget_s=budget)
-    elif args.experiment in ("cifar10-fast", "cifar10-features"):
+    elif args.experiment in ("cifar10-fast", "cifar10-features", "cifar10-large"):
         from kdlib.experiments.cifar_fast import run_cifar_fast
 
         data = run_cifar_fast(profile, out=out, command=command, time_budget_s=budget, experiment=args.experiment)

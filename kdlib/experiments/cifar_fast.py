@@ -17,6 +17,9 @@ the table's questions of the fast recipe (:mod:`kdlib.fastnet`), whose teacher t
   alone, a pair per seed: the same initial weights and the same first epoch's order (the
   augmentation draws differ, since a distilled student samples the teacher's views, and so do
   the later epochs' orders);
+* **the large student** (widths 64/128/256, ``LARGE``), the same pair on the full set, in a file
+  of its own (``cifar10-large``): it was added after the table's file was made on another
+  machine, so its teacher is the same recipe trained again (see :data:`FEATURE_EXPERIMENT`);
 * **the reduced set**: the ideal student on 500 images of each class (the report's reduced set,
   drawn at random from the students' images), for as many optimiser steps as on the full set
   (the recipe's epoch counts scaled by the images' ratio), with and without the KD loss;
@@ -37,6 +40,7 @@ keeps the recipe's label smoothing of 0.2, so only the distillation term differs
 
     python -m kdlib.experiments cifar10-fast --profile full      # results/cifar10_fast_full.json
     python -m kdlib.experiments cifar10-features --profile full  # results/cifar10_features_full.json
+    python -m kdlib.experiments cifar10-large --profile full     # results/cifar10_large_full.json
 
 The quick profile uses chapter 10's quick teacher (a small network on 1,000 images), so that CI
 runs the whole pipeline in under a minute.
@@ -74,6 +78,9 @@ FEATURE_EXPERIMENT = "cifar10-features"
 """Chapter 8's feature rows and their KD and labels-only pairs: a result file of their own, so
 that they can be made with a teacher trained again elsewhere (a teacher's weights differ from
 one CPU's kernels to another's, and a file holds the students of one teacher)."""
+LARGE_EXPERIMENT = "cifar10-large"
+"""Chapter 6's large student and its labels-only pair (:data:`LARGE`): a result file of its own,
+for the same reason as :data:`FEATURE_EXPERIMENT`'s."""
 
 
 TEACHINGS = ("consistent", "fixed")
@@ -88,7 +95,7 @@ class FastRow:
     how the teacher is read and the schedule's length."""
 
     name: str
-    size: str  # "small" or "ideal": a key of the scale's ``widths``
+    size: str  # "small", "ideal" or "large": a key of the scale's ``widths``
     kd: bool = True
     reduced: bool = False
     teaching: str = "consistent"  # one of TEACHINGS (KD rows only)
@@ -200,6 +207,17 @@ float row was trained with (KD rows: the same teacher's logits per view). 8-bit 
 converted to int8 and timed. Scored, as TABLE is, with test-time augmentation, one view beside
 it. Declared before the first full run."""
 
+LARGE: tuple[FastRow, ...] = (
+    FastRow("Large", "large"),
+    FastRow("Large, labels", "large", kd=False),
+)
+"""Chapter 6's third student, planned with TABLE and left out of its run for time: the large
+student (widths 64/128/256 at full scale, 3.3 times the ideal student's FLOPs and 0.55 of the
+teacher's) on the full set, with the KD loss and with the labels alone, a pair per seed as in
+TABLE. Its rows are ``cifar10-large``'s, made later with the same recipe's teacher trained
+again. Scored, as TABLE is, with test-time augmentation, one view beside it. Declared before
+its run."""
+
 PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY
 """Every row a run of ``cifar10-fast`` makes, in order."""
 
@@ -207,7 +225,7 @@ FEATURE_PLANNED: tuple[FastRow, ...] = tuple(row for row in TABLE if row.reduced
 """Every row a run of ``cifar10-features`` makes: TABLE's reduced-set pair (KD, the labels
 alone), the selection students, then FEATURES, then QAT."""
 
-ROWS = {EXPERIMENT: PLANNED, FEATURE_EXPERIMENT: FEATURE_PLANNED}
+ROWS = {EXPERIMENT: PLANNED, FEATURE_EXPERIMENT: FEATURE_PLANNED, LARGE_EXPERIMENT: LARGE}
 
 
 @dataclass(frozen=True)
@@ -245,11 +263,10 @@ class FastScale:
 
 SCALES = {
     "quick": FastScale(base=modern_cifar.SCALES["quick"],
-                       widths={"small": (8, 16, 16), "ideal": (16, 32, 32)},
+                       widths={"small": (8, 16, 16), "ideal": (16, 32, 32), "large": (32, 64, 64)},
                        reduced_per_class=50, seeds=(0, 1)),
     "full": FastScale(base=modern_cifar.SCALES["full"],
-                      # "large": planned, left out of TABLE for time; kept so that the committed
-                      # file's scale is this profile's and a rerun resumes it
+                      # "large": planned with TABLE, made by cifar10-large (LARGE)
                       widths={"small": (16, 32, 64), "ideal": (32, 64, 128), "large": (64, 128, 256)},
                       reduced_per_class=500, seeds=(0, 1, 2)),
 }
@@ -559,6 +576,14 @@ def load_published() -> dict[str, Any]:
     return load(EXPERIMENT)
 
 
+def load_large() -> dict[str, Any]:
+    """The committed full-profile result file of chapter 6's large student,
+    ``results/cifar10_large_full.json``."""
+    from kdlib.experiments import load_published as load
+
+    return load(LARGE_EXPERIMENT)
+
+
 def load_features() -> dict[str, Any]:
     """The committed full-profile result file of chapter 8's feature rows,
     ``results/cifar10_features_full.json``."""
@@ -577,12 +602,14 @@ def row_values(data: dict[str, Any], row: FastRow, field: str = "accuracy") -> l
     return [r[field] for r in planned_rows(data, ids, run_command(data["experiment"], data))]
 
 
-def summary_table(data: dict[str, Any], field: str = "accuracy") -> pd.DataFrame:
-    """One line per row: widths, mean test accuracy (%) with its 95% interval over seeds, the
-    teacher's FLOPs over the student's, mean training time (s) and the number of seeds."""
+def summary_table(data: dict[str, Any], field: str = "accuracy",
+                  rows: tuple[FastRow, ...] = TABLE) -> pd.DataFrame:
+    """One line per row of ``rows``: widths, mean test accuracy (%) with its 95% interval over
+    seeds, the teacher's FLOPs over the student's, mean training time (s) and the number of
+    seeds."""
     teacher = data["rows"]["teacher-flops"]["flops_per_image"]
     lines = []
-    for row in TABLE:
+    for row in rows:
         values = [100 * v for v in row_values(data, row, field)]
         first = data["rows"][row.row_id(seeds_of(data)[0])]
         interval = mean_interval(values)
@@ -593,10 +620,12 @@ def summary_table(data: dict[str, Any], field: str = "accuracy") -> pd.DataFrame
     return pd.DataFrame(lines).set_index("experiment")
 
 
-def kd_gaps(data: dict[str, Any], field: str = "accuracy") -> dict[str, PairedGap]:
-    """KD minus labels only, in points, paired by seed, for every KD row (by its name)."""
+def kd_gaps(data: dict[str, Any], field: str = "accuracy",
+            rows: tuple[FastRow, ...] = TABLE) -> dict[str, PairedGap]:
+    """KD minus labels only, in points, paired by seed, for every KD row of ``rows`` (by its
+    name)."""
     gaps = {}
-    for row in TABLE:
+    for row in rows:
         if row.kd:
             pair = replace(row, kd=False)
             gaps[row.name] = paired_gap([100 * v for v in row_values(data, row, field)],
