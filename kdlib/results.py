@@ -569,7 +569,8 @@ def short_commit(commit: str) -> str:
 def provenance_lines(data: dict[str, Any]) -> list[str]:
     """How a result file was made, as short lines for a chapter: command (without its output
     path), code version (and the versions of any resumed runs), machine, libraries, data, and
-    the summed training time of its rows."""
+    the summed training time of its rows, with the part of it its teachers took (a teacher
+    loaded from the checkpoint cache counts the training time it recorded when it was made)."""
     prov, env = data["provenance"], data["provenance"]["environment"]
     machine = env["cuda_device"] if prov.get("device", "cpu").startswith("cuda") and env.get("cuda_device") \
         else f"{env['processor']}, {env['cpu_count']} cores"
@@ -587,6 +588,12 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
         first, *earlier = carried["from"].split(", carried there from ")
         lines.append(f"carried:    {len(carried['rows'])} rows made at {made}, from {first}")
         lines += [f"            (carried there from {where})" for where in earlier]
-    training = sum(row.get("train_wall_s", 0.0) for row in data["rows"].values())
-    lines.append(f"rows:       {len(data['rows'])}; their training time {training / 60:.0f} min")
+    rows = data["rows"].values()
+    training = sum(row.get("train_wall_s", 0.0) for row in rows)
+    teachers = [row.get("train_wall_s", 0.0) for row in rows if "teacher" in str(row.get("kind", ""))]
+    line = f"rows:       {len(data['rows'])}; their training time {training / 60:.0f} min"
+    if sum(teachers) > 0:
+        whose = "the teacher's" if len(teachers) == 1 else f"the {len(teachers)} teachers'"
+        line += f", {whose} {sum(teachers) / 60:.0f} of it"
+    lines.append(line)
     return lines

@@ -26,7 +26,8 @@ def tiny(monkeypatch, tmp_path):
                         tuple("abcdefghij"), (0.2, 0.2, 0.2), (0.3, 0.3, 0.3), "synthetic")
     base = replace(modern_cifar.SCALES["quick"], validation=100, student_images=None, teacher_images=300,
                    teacher_widths=(16, 32, 32), batch_size=200, test_images=None)
-    scale = cifar_fast.FastScale(base=base, widths={"small": (4, 8, 8), "ideal": (8, 16, 16)},
+    scale = cifar_fast.FastScale(base=base, widths={"small": (4, 8, 8), "ideal": (8, 16, 16),
+                                                             "large": (16, 16, 32)},
                                  reduced_per_class=10, seeds=(0, 1))
     monkeypatch.setitem(cifar_fast.SCALES, "quick", scale)
     monkeypatch.setenv("KDLIB_CACHE", str(tmp_path / "cache"))
@@ -80,6 +81,9 @@ def test_every_row_at_every_seed_then_nothing_twice(tiny, tmp_path, monkeypatch)
         ("consistent", 1), ("consistent", 2), ("fixed", 1), ("fixed", 2), ("nokd", 1), ("nokd", 2)]
     assert len(frame) == 12
     assert set(frame[frame.patience == 2].steps) == {2 * reduced["steps"]}
+    assert set(frame[frame.patience == 2].epochs) == {2 * reduced["recipe"]["epochs"]}
+    assert set(frame[frame.patience == 1].bias_epochs) == {reduced["recipe"]["whiten_bias_epochs"]}
+    assert set(frame[frame.patience == 2].lookahead_from) == {2 * reduced["recipe"]["lookahead_start_epochs"]}
     fixed2 = anchors.consistency_by_seed(frame, "fixed", 2)
     assert fixed2[1] == data["rows"]["ideal/kd-fixed/reduced-x2/seed1"]["accuracy_tta"]
     assert list(anchors.consistency_table(frame).schedule) == ["1x", "2x"]
@@ -139,6 +143,31 @@ def test_the_feature_rows_choose_their_weights_on_validation_then_train_every_se
     assert table.set_index("bits").loc["4", "gain"] == pytest.approx(sum(by_hand) / 2)
     int8 = algorithms.int8_summary(cifar_fast.qat_frame(features, "accuracy").query("bits == 8"))
     assert list(int8.dataset) == ["CIFAR-10"] and int8.models.item() == 4
+
+
+def test_the_large_student_is_a_file_of_its_own(tiny, tmp_path):
+    large = cifar_fast.run_cifar_fast("quick", out=tmp_path / "l.json", progress=False, dataset=tiny,
+                                      experiment=cifar_fast.LARGE_EXPERIMENT)
+    assert large["experiment"] == "cifar10-large"
+    students = {k for k in large["rows"] if not k.startswith("teacher")}
+    assert students == {f"large/{loss}/full/seed{s}" for loss in ("kd", "labels") for s in (0, 1)}
+    assert all(large["rows"][k]["widths"] == [16, 16, 32] for k in students)
+    table = cifar_fast.summary_table(large, "accuracy_tta", rows=cifar_fast.LARGE)
+    assert list(table.index) == ["Large", "Large, labels"] and (table.seeds == 2).all()
+    gap = cifar_fast.kd_gaps(large, "accuracy_tta", rows=cifar_fast.LARGE)["Large"]
+    by_hand = [100 * (large["rows"][f"large/kd/full/seed{s}"]["accuracy_tta"]
+                      - large["rows"][f"large/labels/full/seed{s}"]["accuracy_tta"]) for s in (0, 1)]
+    assert gap.mean == pytest.approx(sum(by_hand) / 2)
+    with pytest.raises(MissingRows, match="cifar10-large"):
+        cifar_fast.kd_gaps(large)  # TABLE's rows are not in this file
+
+
+def test_the_declared_sizes_of_the_large_student():
+    widths = cifar_fast.SCALES["full"].widths
+    large, ideal = (cifar_fast.flops_per_image(widths[k]) for k in ("large", "ideal"))
+    teacher = cifar_fast.flops_per_image(cifar_fast.SCALES["full"].base.teacher_widths)
+    assert widths["large"] == (64, 128, 256)
+    assert round(large / ideal, 1) == 3.3 and round(large / teacher, 2) == 0.55  # LARGE's docstring
 
 
 def test_reduced_recipe_scales_every_epoch_count():

@@ -82,6 +82,12 @@ def test_provenance_lines_name_the_machine_and_resumed_commits() -> None:
     lines = provenance_lines(data)
     assert "resumed at 1234567, abcdef0+dirty)" in lines[1] and "2 cores" in lines[2]
     assert lines[4] == "data:       original MNIST IDX files" and "0 min" in lines[-1]
+    assert lines[-1].endswith("their training time 0 min")  # no teacher row: no share named
+
+    data["rows"] = {"teacher": {"kind": "teacher", "train_wall_s": 600.0}, "s": {"train_wall_s": 300.0}}
+    assert provenance_lines(data)[-1].endswith("time 15 min, the teacher's 10 of it")
+    data["rows"]["cifar_teacher"] = {"kind": "cifar_teacher", "train_wall_s": 120.0}
+    assert provenance_lines(data)[-1].endswith("time 17 min, the 2 teachers' 12 of it")
 
 
 def test_a_resumed_run_records_into_its_own_provenance(tmp_path) -> None:

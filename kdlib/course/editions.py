@@ -545,7 +545,8 @@ if __name__ == "__main__":
 # ------------------------------------------------------------------------------------------------
 # The instructor's page
 
-EXPERIMENT_FILES = {"05_mnist": ("mnist_full.json",), "06_cifar10": ("cifar10_full.json", "cifar10_fast_full.json"),
+EXPERIMENT_FILES = {"05_mnist": ("mnist_full.json",), "06_cifar10": ("cifar10_full.json", "cifar10_fast_full.json",
+                                                          "cifar10_large_full.json"),
                     "07_regimes": ("mnist_regimes_full.json",),
                     "08_algorithms": ("algorithms_full.json", "cifar10_features_full.json"),
                     "09_landmarks": ("anchors_full.json",),

@@ -652,15 +652,19 @@ def consistency_frame(data: dict[str, Any], field: str = "accuracy_tta") -> pd.D
     :func:`kdlib.experiments.anchors.consistency_frame`: ``teaching`` (``"nokd"`` for labels
     only, ``"fixed"`` or ``"consistent"``), ``patience``, ``seed``, ``accuracy``, a fraction
     read from ``field`` (the declared scoring, test-time augmentation, by default), the
-    training time ``train_s`` and the optimiser ``steps``."""
+    training time ``train_s``, the optimiser ``steps`` and, from the row's recipe, its
+    ``epochs``, the epochs its whitening layer's bias trains (``bias_epochs``) and the epoch
+    lookahead starts at (``lookahead_from``)."""
     lines = []
     for row in TABLE + CONSISTENCY:
         if row.reduced and row.size == "ideal":
             teaching = row.teaching if row.kd else "nokd"
-            columns = [row_values(data, row, name) for name in (field, "train_wall_s", "steps")]
-            for seed, value, train_s, steps in zip(seeds_of(data), *columns):
+            columns = [row_values(data, row, name) for name in (field, "train_wall_s", "steps", "recipe")]
+            for seed, value, train_s, steps, recipe in zip(seeds_of(data), *columns):
                 lines.append({"part": "consistency", "teaching": teaching, "patience": row.patience,
-                              "seed": seed, "accuracy": value, "train_s": train_s, "steps": steps})
+                              "seed": seed, "accuracy": value, "train_s": train_s, "steps": steps,
+                              "epochs": recipe["epochs"], "bias_epochs": recipe["whiten_bias_epochs"],
+                              "lookahead_from": recipe["lookahead_start_epochs"]})
     return pd.DataFrame(lines)
 
 
