@@ -41,6 +41,17 @@ def digits() -> ImageDataset:
                         (0.1307,), (0.3081,), "synthetic")
 
 
+def striped(count: int, shape: tuple[int, int, int], spacing: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` dim noise images of ``shape`` with balanced labels, each image with one bright
+    row that marks its class (row ``spacing * label`` of channel ``label % channels``): a
+    pattern a tiny network learns in a few steps."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(count) % 10
+    images = (torch.rand(count, *shape, generator=g) * 60).to(torch.uint8)
+    images[torch.arange(count), labels % shape[0], labels * spacing, :] = 255
+    return images, labels
+
+
 @pytest.fixture(scope="session")
 def problem_and_losses():
     """A small discrete problem of chapter 3 and the log-loss vectors of random scores."""

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from conftest import striped
 from kdlib.data import ImageDataset
 from kdlib.experiments import MissingRows, cifar_fast, modern_cifar
 
@@ -18,10 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:epoch .* is at chance")
 
 @pytest.fixture
 def tiny(monkeypatch, tmp_path):
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(900) % 10
-    images = (torch.rand(900, 3, 32, 32, generator=g) * 60).to(torch.uint8)
-    images[:, labels % 3, labels * 3, :] = 255  # a learnable stripe per class
+    images, labels = striped(900, (3, 32, 32), spacing=3)
     data = ImageDataset("CIFAR-10", images[:700], labels[:700], images[700:], labels[700:],
                         tuple("abcdefghij"), (0.2, 0.2, 0.2), (0.3, 0.3, 0.3), "synthetic")
     base = replace(modern_cifar.SCALES["quick"], validation=100, student_images=None, teacher_images=300,

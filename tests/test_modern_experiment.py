@@ -5,8 +5,8 @@ built from planned rows."""
 from __future__ import annotations
 
 import pytest
-import torch
 
+from conftest import striped
 from kdlib.data import ImageDataset
 from kdlib.experiments import MissingRows, modern
 
@@ -15,10 +15,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:epoch .* is at chance")
 
 @pytest.fixture
 def tiny(monkeypatch, tmp_path):
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(700) % 10
-    images = (torch.rand(700, 1, 28, 28, generator=g) * 60).to(torch.uint8)
-    images[:, 0, labels * 2, :] = 255  # a learnable stripe per class
+    images, labels = striped(700, (1, 28, 28), spacing=2)
     data = ImageDataset("tiny", images[:600], labels[:600], images[600:], labels[600:],
                         tuple("0123456789"), (0.1307,), (0.3081,), "synthetic digits")
     monkeypatch.setitem(modern.SCALES, "quick", modern.ModernScale(labelled=100, final_seeds=(0, 1),
