@@ -569,8 +569,10 @@ def short_commit(commit: str) -> str:
 def provenance_lines(data: dict[str, Any]) -> list[str]:
     """How a result file was made, as short lines for a chapter: command (without its output
     path), code version (and the versions of any resumed runs), machine, libraries, data, and
-    the summed training time of its rows, with the part of it its teachers took (a teacher
-    loaded from the checkpoint cache counts the training time it recorded when it was made)."""
+    the summed training time of its rows (a network two rows record, once), with the part of
+    it its teachers took, and the file's wall time. A teacher read from the checkpoint cache
+    counts the training time recorded when it was made, in another run: the wall time, which
+    counts only the runs that wrote the file, can then be the smaller."""
     prov, env = data["provenance"], data["provenance"]["environment"]
     machine = env["cuda_device"] if prov.get("device", "cpu").startswith("cuda") and env.get("cuda_device") \
         else f"{env['processor']}, {env['cpu_count']} cores"
@@ -588,12 +590,32 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
         first, *earlier = carried["from"].split(", carried there from ")
         lines.append(f"carried:    {len(carried['rows'])} rows made at {made}, from {first}")
         lines += [f"            (carried there from {where})" for where in earlier]
-    rows = data["rows"].values()
+    rows = distinct_networks(data["rows"])
     training = sum(row.get("train_wall_s", 0.0) for row in rows)
-    teachers = [row.get("train_wall_s", 0.0) for row in rows if "teacher" in str(row.get("kind", ""))]
     line = f"rows:       {len(data['rows'])}; their training time {training / 60:.0f} min"
-    if sum(teachers) > 0:
-        whose = "the teacher's" if len(teachers) == 1 else f"the {len(teachers)} teachers'"
-        line += f", {whose} {sum(teachers) / 60:.0f} of it"
+    teachers = [row for row in rows if "teacher" in str(row.get("kind", ""))]
+    timed = [row["train_wall_s"] for row in teachers if "train_wall_s" in row]
+    whose = "the teacher's" if len(teachers) == 1 else f"the {len(teachers)} teachers'"
+    if timed:
+        line += f", {whose} {sum(timed) / 60:.0f} of it"
+        line += f" ({len(teachers) - len(timed)} not recorded)" if len(timed) < len(teachers) else ""
+    elif teachers:
+        line += f"; {whose} not recorded"
     lines.append(line)
+    if "wall_s" in data:
+        lines.append(f"wall time:  {data['wall_s'] / 60:.0f} min, the runs that wrote the file")
     return lines
+
+
+def distinct_networks(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a result file, a network recorded by several rows (the same
+    ``weights_sha256``, e.g. a teacher and its rescaled copy) once, at its first row."""
+    seen: set[str] = set()
+    kept = []
+    for row in rows.values():
+        digest = row.get("weights_sha256")
+        if digest is None or digest not in seen:
+            kept.append(row)
+        if digest is not None:
+            seen.add(digest)
+    return kept

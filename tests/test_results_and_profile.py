@@ -81,13 +81,23 @@ def test_provenance_lines_name_the_machine_and_resumed_commits() -> None:
             "rows": {"a": {}}, "wall_s": 120.0}
     lines = provenance_lines(data)
     assert "resumed at 1234567, abcdef0+dirty)" in lines[1] and "2 cores" in lines[2]
-    assert lines[4] == "data:       original MNIST IDX files" and "0 min" in lines[-1]
-    assert lines[-1].endswith("their training time 0 min")  # no teacher row: no share named
+    assert lines[4] == "data:       original MNIST IDX files"
+    assert lines[-2].endswith("their training time 0 min")  # no teacher row: no share named
+    assert lines[-1] == "wall time:  2 min, the runs that wrote the file"
 
     data["rows"] = {"teacher": {"kind": "teacher", "train_wall_s": 600.0}, "s": {"train_wall_s": 300.0}}
-    assert provenance_lines(data)[-1].endswith("time 15 min, the teacher's 10 of it")
+    assert provenance_lines(data)[-2].endswith("time 15 min, the teacher's 10 of it")
     data["rows"]["cifar_teacher"] = {"kind": "cifar_teacher", "train_wall_s": 120.0}
-    assert provenance_lines(data)[-1].endswith("time 17 min, the 2 teachers' 12 of it")
+    assert provenance_lines(data)[-2].endswith("time 17 min, the 2 teachers' 12 of it")
+    data["rows"]["teacher"]["weights_sha256"] = "abc"  # the same network in a second row: once
+    data["rows"]["copy"] = {"kind": "teacher", "train_wall_s": 600.0, "weights_sha256": "abc"}
+    assert provenance_lines(data)[-2].endswith("time 17 min, the 2 teachers' 12 of it")
+    data["rows"]["untimed"] = {"kind": "teacher"}
+    assert provenance_lines(data)[-2].endswith("the 3 teachers' 12 of it (1 not recorded)")
+    data["rows"] = {"teacher": {"kind": "teacher"}, "s": {"train_wall_s": 60.0}}
+    assert provenance_lines(data)[-2].endswith("time 1 min; the teacher's not recorded")
+    del data["wall_s"]
+    assert provenance_lines(data)[-1].startswith("rows:")
 
 
 def test_a_resumed_run_records_into_its_own_provenance(tmp_path) -> None:

@@ -4,7 +4,7 @@ copies of itself.
 Chapter 6 reproduces the report's Table 2 with ResNets, whose teacher this CPU cannot afford
 (hours for its schedule; the committed rows were trained on a lent GPU). This experiment asks
 the table's questions of the fast recipe (:mod:`kdlib.fastnet`), whose teacher trains on a
-2-core CPU in about half an hour:
+2-core CPU in under an hour:
 
 * **the teacher** is made as chapter 10's is (:mod:`kdlib.experiments.modern_cifar`, and the
   same checkpoint when the cache holds it): the fast network (widths 64/256/256), seed 0, 20
@@ -623,7 +623,8 @@ def summary_table(data: dict[str, Any], field: str = "accuracy",
 def kd_gaps(data: dict[str, Any], field: str = "accuracy",
             rows: tuple[FastRow, ...] = TABLE) -> dict[str, PairedGap]:
     """KD minus labels only, in points, paired by seed, for every KD row of ``rows`` (by its
-    name)."""
+    name). ``rows`` holds plain pairs, as TABLE and LARGE do: each KD row's pair is the same row
+    without KD (a fixed teacher's or a feature row has none)."""
     gaps = {}
     for row in rows:
         if row.kd:
@@ -633,9 +634,10 @@ def kd_gaps(data: dict[str, Any], field: str = "accuracy",
     return gaps
 
 
-def per_seed_gains(data: dict[str, Any], name: str, field: str = "accuracy") -> list[float]:
-    """KD minus labels only (points) of the KD row ``name``, seed by seed."""
-    row = next(r for r in TABLE if r.name == name and r.kd)
+def per_seed_gains(data: dict[str, Any], name: str, field: str = "accuracy",
+                   rows: tuple[FastRow, ...] = TABLE) -> list[float]:
+    """KD minus labels only (points) of the KD row ``name`` of ``rows``, seed by seed."""
+    row = next(r for r in rows if r.name == name and r.kd)
     with_kd, without = row_values(data, row, field), row_values(data, replace(row, kd=False), field)
     return [100 * (a - b) for a, b in zip(with_kd, without)]
 
@@ -754,7 +756,8 @@ def selection_table(data: dict[str, Any]) -> pd.DataFrame:
 
 
 __all__ = ["CONSISTENCY", "EXPERIMENT", "FEATURES", "FEATURE_CANDIDATES", "FEATURE_EXPERIMENT", "FastRow",
-           "FastScale", "PLANNED", "QAT", "QAT_BITS", "SCALES", "TABLE", "chosen_weights", "consistency_frame",
-           "feature_frame", "fixed_logits", "gain_difference", "kd_gaps", "load_features", "load_published",
-           "planned_runs", "qat_frame", "qat_outcomes", "qat_recipe", "qat_table", "run_cifar_fast", "run_qat_student",
+           "FastScale", "LARGE", "LARGE_EXPERIMENT", "PLANNED", "QAT", "QAT_BITS", "SCALES", "TABLE",
+           "chosen_weights", "consistency_frame", "feature_frame", "fixed_logits", "gain_difference", "kd_gaps",
+           "load_features", "load_large", "load_published", "per_seed_gains", "planned_runs", "qat_frame",
+           "qat_outcomes", "qat_recipe", "qat_table", "row_values", "run_cifar_fast", "run_qat_student",
            "selection_table", "summary_table"]
