@@ -18,8 +18,9 @@ the table's questions of the fast recipe (:mod:`kdlib.fastnet`), whose teacher t
   augmentation draws differ, since a distilled student samples the teacher's views, and so do
   the later epochs' orders);
 * **the large student** (widths 64/128/256, ``LARGE``), the same pair on the full set, in a file
-  of its own (``cifar10-large``): it was added after the table's file was made on another
-  machine, so its teacher is the same recipe trained again (see :data:`FEATURE_EXPERIMENT`);
+  of its own (``cifar10-large``): it was added after the table's file was made, and its
+  teacher is the one the checkpoint cache of the machine that ran it held (see
+  :data:`FEATURE_EXPERIMENT`);
 * **the reduced set**: the ideal student on 500 images of each class (the report's reduced set,
   drawn at random from the students' images), for as many optimiser steps as on the full set
   (the recipe's epoch counts scaled by the images' ratio), with and without the KD loss;
@@ -214,8 +215,8 @@ LARGE: tuple[FastRow, ...] = (
 """Chapter 6's third student, planned with TABLE and left out of its run for time: the large
 student (widths 64/128/256 at full scale, 3.3 times the ideal student's FLOPs and 0.55 of the
 teacher's) on the full set, with the KD loss and with the labels alone, a pair per seed as in
-TABLE. Its rows are ``cifar10-large``'s, made later with the same recipe's teacher trained
-again. Scored, as TABLE is, with test-time augmentation, one view beside it. Declared before
+TABLE. Its rows are ``cifar10-large``'s, made later, with the teacher the running machine's
+checkpoint cache held for the recipe (not necessarily TABLE's network). Scored, as TABLE is, with test-time augmentation, one view beside it. Declared before
 its run."""
 
 PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY
