@@ -97,3 +97,20 @@ def test_contributing_performance_table_is_up_to_date():
     text = (ROOT / "CONTRIBUTING.md").read_text()
     assert summary.replace_block(text, summary.table()) == text, \
         "run: python benchmarks/summary.py --write CONTRIBUTING.md"
+
+
+def test_the_cpu_experiments_row_sums_the_cpu_made_files_only(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("summary", ROOT / "benchmarks" / "summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    assert summary.cpu_experiment_rows(tmp_path) == []  # no files: no row
+    for file, wall, device in (("cifar10_fast_full.json", 600.0, None),
+                               ("cifar10_large_full.json", 1200.0, None),
+                               ("modern_cifar10_full.json", 3000.0, "NVIDIA H100")):
+        env = {"cuda_device": device, "cpu_count": 2}
+        (tmp_path / file).write_text(json.dumps({"provenance": {"environment": env}, "wall_s": wall}))
+    [row] = summary.cpu_experiment_rows(tmp_path)
+    assert row.endswith("| cifar10-fast 10, cifar10-large 20; 30 in all |") and "2-core" in row
