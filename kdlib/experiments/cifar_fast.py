@@ -216,8 +216,8 @@ LARGE: tuple[FastRow, ...] = (
 student (widths 64/128/256 at full scale, 3.3 times the ideal student's FLOPs and 0.55 of the
 teacher's) on the full set, with the KD loss and with the labels alone, a pair per seed as in
 TABLE. Its rows are ``cifar10-large``'s, made later, with the teacher the running machine's
-checkpoint cache held for the recipe (not necessarily TABLE's network). Scored, as TABLE is, with test-time augmentation, one view beside it. Declared before
-its run."""
+checkpoint cache held for the recipe (not necessarily TABLE's network). Scored, as TABLE is,
+with test-time augmentation, one view beside it. Declared before its run."""
 
 PLANNED: tuple[FastRow, ...] = TABLE + CONSISTENCY
 """Every row a run of ``cifar10-fast`` makes, in order."""
