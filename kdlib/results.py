@@ -569,8 +569,9 @@ def short_commit(commit: str) -> str:
 def provenance_lines(data: dict[str, Any]) -> list[str]:
     """How a result file was made, as short lines for a chapter: command (without its output
     path), code version (and the versions of any resumed runs), machine, libraries, data, and
-    the summed training time of its rows (a network two rows record, once), with the part of
-    it its teachers took, and the file's wall time. A teacher read from the checkpoint cache
+    the summed training time of its rows (a network two rows record, once; a float student
+    trained again for quantization-aware training, once for all its bit widths), with the part
+    of it its teachers took, and the file's wall time. A teacher read from the checkpoint cache
     counts the training time recorded when it was made, in another run: the wall time, which
     counts only the runs that wrote the file, can then be the smaller."""
     prov, env = data["provenance"], data["provenance"]["environment"]
@@ -591,7 +592,9 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
         lines.append(f"carried:    {len(carried['rows'])} rows made at {made}, from {first}")
         lines += [f"            (carried there from {where})" for where in earlier]
     rows = distinct_networks(data["rows"])
-    training = sum(row.get("train_wall_s", 0.0) for row in rows)
+    # a float student trained again for its QAT rows (one training for all its bit widths)
+    retrained = sorted({row["float_train_wall_s"] for row in rows if "float_train_wall_s" in row})
+    training = sum(row.get("train_wall_s", 0.0) for row in rows) + sum(retrained)
     line = f"rows:       {len(data['rows'])}; their training time {training / 60:.0f} min"
     teachers = [row for row in rows if "teacher" in str(row.get("kind", ""))]
     timed = [row["train_wall_s"] for row in teachers if "train_wall_s" in row]
@@ -602,6 +605,9 @@ def provenance_lines(data: dict[str, Any]) -> list[str]:
     elif teachers:
         line += f"; {whose} not recorded"
     lines.append(line)
+    if retrained:
+        lines.append(f"            (with {len(retrained)} float students trained again for QAT, "
+                     f"{sum(retrained) / 60:.0f} min)")
     if "wall_s" in data:
         lines.append(f"wall time:  {data['wall_s'] / 60:.0f} min, the runs that wrote the file")
     return lines

@@ -14,12 +14,18 @@ config's seed, one permutation per epoch), its teacher's logits, its temperature
 weight. The loss of each member is :func:`kdlib.losses.distillation_loss`'s, computed in the
 same float64 precision, and the optimiser and learning-rate schedule are
 :func:`kdlib.train.make_optimizer` and :func:`kdlib.train.make_scheduler`, whose updates act on
-each number separately. So a member takes the steps it would take alone; only the matrix
-products are computed by another kernel, whose float32 rounding differs in the last bits.
-After one step a member's weights equal those of its run alone to float32 rounding; over
-thousands of steps such differences grow, as they do between two machines.
-``tests/test_stacked.py`` checks both, and ``benchmarks/workers.py`` compares the whole of
-Table 1 trained stacked with the same table trained one student at a time.
+each number separately. So a member takes the steps it would take alone in
+:func:`kdlib.train.train`; only the matrix products are computed by another kernel, whose
+float32 rounding differs in the last bits. After one step a member's weights equal those of its
+run in ``train`` to float32 rounding; over thousands of steps such differences grow, as they
+do between two machines.
+
+Within this module a member's steps do not depend on its stack at all: the batched products
+split over threads by matrix, never within one, and every other operation acts on each
+member's numbers alone. A stack of one trains on one thread (two would split its one matrix
+product), so a student gets the same weights, bit for bit, whether it trains alone or with
+others, on one thread or two, in this process or another. ``tests/test_stacked.py`` checks
+this, and ``benchmarks/workers.py`` checks it for the whole of Table 1.
 
 What can be stacked: plain multilayer perceptrons (:func:`kdlib.models.mlp` without dropout or
 max-norm) of one shape, trained with one schedule (epochs, batch size, optimiser, learning rate,
@@ -37,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdlib.threads import at_most
 from kdlib.train import (EpochCallback, TrainConfig, TrainLog, check_epoch_loss, make_optimizer,
                          make_scheduler)
 
@@ -132,9 +139,17 @@ def train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, c
     the stack's wall time (the stack's time over the number of members, epoch callbacks
     excluded), its ``samples_per_s`` the images it saw per second of that share; ``stack``
     records the stack's own wall time and size. Labels are read (for the training accuracy)
-    even for a member whose label weight is 0.
+    even for a member whose label weight is 0. A stack of one model trains on one thread.
     """
     check_stack(models, configs, teacher_logits, inputs, labels)
+    # one matrix per product: a stack of one on one thread, as each matrix of a larger stack
+    with at_most(1 if len(models) == 1 else torch.get_num_threads()):
+        return _train_stacked(models, inputs, labels, configs, teacher_logits, on_epoch)
+
+
+def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, configs: Sequence[TrainConfig],
+                   teacher_logits: Sequence[Tensor | None], on_epoch: EpochCallback | None) -> list[TrainLog]:
+    """The loop of :func:`train_stacked`, its arguments checked and its threads set."""
     config, size = configs[0], len(models)
     flat = inputs.reshape(len(inputs), -1)
     layers = [linear_layers(m) for m in models]

@@ -18,6 +18,8 @@ process may use are refused: they only wait for each other (one MNIST epoch took
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -66,3 +68,17 @@ def set_threads(work: str) -> int:
     threads = threads_for(work)
     torch.set_num_threads(threads)
     return threads
+
+
+@contextmanager
+def at_most(threads: int) -> Iterator[int]:
+    """Run a block on at most ``threads`` threads (fewer where fewer are set), then restore the
+    count: for work whose bits must not depend on the thread count, such as a matrix product
+    that two threads would split. Yields the count the block runs on."""
+    before = torch.get_num_threads()
+    count = max(1, min(threads, before))
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(before)

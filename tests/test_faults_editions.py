@@ -163,3 +163,24 @@ def test_leftovers_of_a_killed_run_are_removed_and_nothing_else(repo, tmp_path) 
     editions.build_student(out, repo)
     assert not ours.exists()
     assert (theirs / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_cached_teacher_counts_once_for_its_chapter() -> None:
+    """Two files of one chapter that read the same cached teacher: its training time counts once,
+    beside the files' wall times; a file that trained everything itself counts its wall time."""
+    from kdlib.course.editions import experiment_minutes
+
+    env = {"provenance": {"environment": {"cpu_count": 2, "cuda_device": None}}}
+    teacher = {"kind": "teacher", "recipe": "r", "seed": 0, "train_wall_s": 1800.0}
+    files = {"cifar10_full.json": {**env, "wall_s": 600.0, "rows": {"t": {"kind": "teacher",
+                                                                          "train_wall_s": 60.0}}},
+             "cifar10_fast_full.json": {**env, "wall_s": 3000.0,
+                                        "rows": {"t": teacher, "s": {"train_wall_s": 2400.0}}},
+             "cifar10_large_full.json": {**env, "wall_s": 1200.0,
+                                         "rows": {"t": {**teacher, "train_wall_s": 2000.0},
+                                                  "s": {"train_wall_s": 1500.0}}}}
+    minutes, where = experiment_minutes("06_cifar10", files.__getitem__)
+    assert where == "2-core CPU"
+    # 10 (all its own) + 50 + 25 (the students' 25 exceed the wall's 20) + the teacher once, 30
+    assert minutes == 10 + 50 + 25 + 30
+    assert experiment_minutes("03_lemma1", files.__getitem__) is None

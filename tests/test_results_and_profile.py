@@ -96,8 +96,15 @@ def test_provenance_lines_name_the_machine_and_resumed_commits() -> None:
     assert provenance_lines(data)[-2].endswith("the 3 teachers' 12 of it (1 not recorded)")
     data["rows"] = {"teacher": {"kind": "teacher"}, "s": {"train_wall_s": 60.0}}
     assert provenance_lines(data)[-2].endswith("time 1 min; the teacher's not recorded")
+    # QAT rows record the float student they start from, trained again once for all bit widths
+    data["rows"].update({"q8": {"train_wall_s": 60.0, "float_train_wall_s": 240.0},
+                         "q4": {"train_wall_s": 60.0, "float_train_wall_s": 240.0},
+                         "q2": {"train_wall_s": 0.0, "float_train_wall_s": 120.0}})
+    lines = provenance_lines(data)
+    assert lines[-3].endswith("time 9 min; the teacher's not recorded")
+    assert lines[-2] == "            (with 2 float students trained again for QAT, 6 min)"
     del data["wall_s"]
-    assert provenance_lines(data)[-1].startswith("rows:")
+    assert provenance_lines(data)[-1].startswith("            (with 2")
 
 
 def test_a_resumed_run_records_into_its_own_provenance(tmp_path) -> None:

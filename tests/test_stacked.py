@@ -100,6 +100,38 @@ def test_one_thread_or_two_give_the_same_bits() -> None:
     assert torch.equal(*weights)
 
 
+@pytest.mark.parametrize("hidden", [50, 300])
+def test_a_student_alone_and_in_a_stack_gets_the_same_bits(hidden: int) -> None:
+    """Table 1's rows must not depend on how its students are grouped: a member trained alone (a
+    stack of one, which train_stacked runs on one thread) ends with exactly the weights it gets
+    in a stack of four, on one thread or two (the table's shapes: 784 inputs, batch 32)."""
+    before = torch.get_num_threads()
+    x, y, teachers = data(n=320)
+    members = [(replace(c, epochs=1), t) for c, t in MEMBERS]
+
+    def weights(models):
+        return [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in models]
+
+    try:
+        alone = []
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            for config, t in members[:2] if threads == 2 else members[2:]:
+                model = seeded(lambda: mlp([hidden]), config.seed)
+                train_stacked([model], x, y, [config], [None if t is None else teachers[t]])
+                alone += weights([model])
+            assert torch.get_num_threads() == threads  # restored
+        for threads in range(1, min(2, available_cores()) + 1):
+            torch.set_num_threads(threads)
+            models = [seeded(lambda: mlp([hidden]), c.seed) for c, _ in members]
+            train_stacked(models, x, y, [c for c, _ in members], [None if t is None else teachers[t]
+                                                                   for _, t in members])
+            for config, a, s in zip((c for c, _ in members), alone, weights(models)):
+                assert torch.equal(a, s), (threads, config)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_what_cannot_be_stacked_is_refused_with_what_to_do() -> None:
     x, y, teachers = data()
     model = lambda: mlp([16])  # noqa: E731

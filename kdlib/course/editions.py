@@ -555,21 +555,37 @@ EXPERIMENT_FILES = {"05_mnist": ("mnist_full.json",), "06_cifar10": ("cifar10_fu
 
 
 def experiment_minutes(stem: str, read) -> tuple[float, str] | None:
-    """Minutes the experiments of chapter ``stem`` took at the ``full`` profile (the wall times
-    recorded in their result files, read by ``read(name)``) and where they ran; ``None`` for a
-    chapter that reruns no experiment. A file from before wall times were summed over resumed
-    runs holds less than its rows' own training times, which then bound it from below."""
+    """Minutes the experiments of chapter ``stem`` take at the ``full`` profile, from the times
+    recorded in their result files (read by ``read(name)``), and where they ran; ``None`` for a
+    chapter that reruns no experiment.
+
+    A file counts its wall time, or its rows' own training times where they are the larger (a
+    file from before wall times were summed over resumed runs). A teacher the file read from
+    the checkpoint cache (its rows' training times then exceed the wall time) is not in the
+    wall time: it counts once for the chapter, at its recorded training time, however many of
+    the chapter's files read it (the same kind, recipe and seed: on a fresh machine the later
+    files read the teacher the first one trained)."""
     if stem not in EXPERIMENT_FILES:
         return None
-    seconds, places = 0.0, []
+    seconds, places, teachers = 0.0, [], {}
     for name in EXPERIMENT_FILES[stem]:
         data = read(name)
         env = data["provenance"]["environment"]
-        training = sum(row.get("train_wall_s", 0.0) for row in data["rows"].values())
-        seconds += max(data.get("wall_s", 0.0), training)
+        rows = list(data["rows"].values())
+        training = sum(row.get("train_wall_s", 0.0) for row in rows)
+        wall = data.get("wall_s", 0.0)
+        if wall >= training:  # everything was trained by the runs that wrote the file
+            seconds += wall
+        else:
+            cached = [row for row in rows if "teacher" in str(row.get("kind", ""))]
+            students = training - sum(row.get("train_wall_s", 0.0) for row in cached)
+            seconds += max(wall, students)
+            for row in cached:
+                key = (row.get("kind"), str(row.get("recipe")), row.get("seed"))
+                teachers.setdefault(key, row.get("train_wall_s", 0.0))
         place = env.get("cuda_device") or f"{env['cpu_count']}-core CPU"
         places += [place] if place not in places else []
-    return seconds / 60, ", ".join(places)
+    return (seconds + sum(teachers.values())) / 60, ", ".join(places)
 
 
 def exercise_table(root: Path = ROOT):

@@ -102,8 +102,8 @@ def parser() -> argparse.ArgumentParser:
                        help="processes to share the rows out over, on this machine (e.g. 2: one per core; "
                             "what torchrun --standalone --nproc-per-node N does, without torchrun)")
     parse.add_argument("--one-at-a-time", action="store_true",
-                       help="mnist: train each student alone, on one thread, instead of in stacks of one shape "
-                            "(kdlib.stacked), as earlier versions did; the rows agree to float32 rounding")
+                       help="mnist: train each student alone (a stack of one, on one thread) instead of in "
+                            "stacks of one shape (kdlib.stacked); the rows are the same, bit for bit")
     parse.add_argument("--yes", action="store_true",
                        help=f"start a run of many hours (the paper profile on a CPU); same as {SLOW_RUN_OPT_IN}=1")
     return parse

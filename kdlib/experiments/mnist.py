@@ -11,8 +11,8 @@ For every seed the runner trains the teacher once, precomputes its logits on the
 
 Every run is a row of a resumable result file (:class:`kdlib.results.ResultFile`). The students
 of one width, number of epochs and batch size, whatever their kind, temperature or seed, are
-trained together as one stack (:mod:`kdlib.stacked`; :func:`stacked_runs`), or one at a time
-with ``stacked=False``.
+trained together as one stack (:mod:`kdlib.stacked`; :func:`stacked_runs`), or one at a time,
+each a stack of its own, with ``stacked=False``: a student's row is the same either way.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
-from kdlib.threads import set_threads
+from kdlib.threads import at_most, set_threads
 from kdlib.results import ResultFile, new_provenance
 from kdlib.stats import paired_gap
 from kdlib.stacked import train_stacked
@@ -178,11 +178,20 @@ def cached_teacher(x_train: Tensor, y_train: Tensor, seed: int, recipe: TeacherR
 
 def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str, source: str,
                           results: ResultFile, x_test: Tensor, y_test: Tensor) -> torch.nn.Module:
-    """The frozen report teacher of ``seed`` (:func:`cached_teacher`), recorded as a row."""
-    teacher, info = cached_teacher(x_train, y_train, seed, REPORT_TEACHER, source,
-                                   experiment="mnist-table1-teacher", profile=profile)
+    """The frozen report teacher of ``seed`` (:func:`table1_teacher`), recorded as a row."""
+    teacher, info = table1_teacher(x_train, y_train, seed, profile, source)
     record_teacher_row(results, seed, teacher, info, x_test, y_test)
     return teacher
+
+
+def table1_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str,
+                   source: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Table 1's teacher of ``seed`` (:func:`cached_teacher`), trained on one thread whatever
+    the thread count around it: two would split its matrix products and change its last bits,
+    and its students' rows with them."""
+    with at_most(1):
+        return cached_teacher(x_train, y_train, seed, REPORT_TEACHER, source,
+                              experiment="mnist-table1-teacher", profile=profile, threads=1)
 
 
 def record_teacher_row(results: ResultFile, seed: int, teacher: torch.nn.Module, info: dict[str, Any],
@@ -194,19 +203,6 @@ def record_teacher_row(results: ResultFile, seed: int, teacher: torch.nn.Module,
         "kind": "teacher", "seed": seed, "hidden": list(recipe.hidden), "dropout": recipe.dropout,
         "config": replace(recipe.config, seed=seed).to_dict(), **info,
         "accuracy": accuracy(teacher, x_test, y_test)}, ("accuracy", 5e-4))
-
-
-def run_student(spec: StudentSpec, kind: str, seed: int, x_train: Tensor, y_train: Tensor,
-                teacher_logits: Tensor, x_test: Tensor, y_test: Tensor,
-                teacher_test_logits: Tensor) -> dict[str, Any]:
-    """Train one student alone (:func:`kdlib.train.train`) and return its result row
-    (:func:`student_row`)."""
-    config = student_config(spec, seed, kind)
-    student = seeded(lambda: mlp([spec.hidden]), seed)
-    log = train(student, x_train, None if kind == "labelfree" else y_train, config,
-                teacher_logits=None if kind == "nokd" else teacher_logits)
-    return student_row(MnistRun(kind, spec, seed), student, log, x_train, teacher_logits, x_test, y_test,
-                       teacher_test_logits)
 
 
 def student_row(run: MnistRun, student: torch.nn.Module, log: TrainLog, x_train: Tensor, teacher_logits: Tensor,
@@ -301,9 +297,10 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
 
     ``stacked=True`` (the default) trains the students of each width, number of epochs and batch
     size together, as one stack (:func:`stacked_runs`, :mod:`kdlib.stacked`), with two threads
-    where there are two cores; ``stacked=False`` trains them one at a time, each with one thread
-    (:func:`run_student`). The two give the same rows to within float32 rounding that grows over
-    training (``benchmarks/workers.py`` measures how far apart they end).
+    where there are two cores; ``stacked=False`` trains them one at a time, each a stack of its
+    own, on one thread. A student takes the same steps, to the last bit, alone or in a stack
+    (:mod:`kdlib.stacked`), so the two give the same rows, whether one process or several
+    trains them (``tests/test_distributed.py``; ``benchmarks/workers.py`` at the full profile).
     """
     from kdlib.experiments import TimeBudget, paper_cpu_estimate
     from kdlib.profile import check_paper_on_cpu
@@ -328,9 +325,10 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     needed = broadcast([seed for seed in scale.seeds if train_rows and not budget.spent() and (
         any(run.seed == seed for run in todo) or not results.has(f"teacher/seed{seed}"))], where)
 
+    # the teachers train, and give their logits, on one thread in every mode: a row is then
+    # the same whichever mode trained it, on a fresh machine too
     def make_teacher(seed: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        teacher, info = cached_teacher(x_train, y_train, seed, REPORT_TEACHER, dataset.source,
-                                       experiment="mnist-table1-teacher", profile=profile)
+        teacher, info = table1_teacher(x_train, y_train, seed, profile, dataset.source)
         return teacher.state_dict(), info
 
     teachers: dict[int, tuple[Tensor, Tensor]] = {}  # seed: the teacher's train and test logits
@@ -340,12 +338,8 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
         teacher.eval()
         if where.is_main:
             record_teacher_row(results, seed, teacher, info, x_test, y_test)
-        teachers[seed] = predict_logits(teacher, x_train), predict_logits(teacher, x_test)
-
-    def train_one(run: MnistRun) -> dict[str, dict[str, Any]]:
-        train_logits, test_logits = teachers[run.seed]
-        return {run.row_id(): run_student(run.spec, run.kind, run.seed, x_train, y_train, train_logits, x_test,
-                                          y_test, test_logits)}
+        with at_most(1):
+            teachers[seed] = predict_logits(teacher, x_train), predict_logits(teacher, x_test)
 
     def train_stack(stack: MnistStack) -> dict[str, dict[str, Any]]:
         models = [seeded(lambda: mlp([run.spec.hidden]), run.seed) for run in stack.runs]
@@ -363,11 +357,11 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     def report(i: int, n: int, name: str, rows: dict[str, dict[str, Any]]) -> None:
         if progress:
             for row_id, row in rows.items():
-                where = f"stack {i}/{n}" if stacked else f"{i}/{n}"
+                where = f"stack {i}/{n}" if stacked else f"student {i}/{n}"
                 print(f"{where} {row_id}: accuracy {row['accuracy']:.4f}, {row['train_wall_s']:.1f} s", flush=True)
 
-    units: list[Any] = stacked_runs(todo) if stacked else todo
-    run_rows(units, train_stack if stacked else train_one, save, budget.spent, where, report)
+    units = stacked_runs(todo) if stacked else [MnistStack((run,)) for run in todo]
+    run_rows(units, train_stack, save, budget.spent, where, report)
     if where.is_main and inference and not budget.spent() and "inference" not in results.data:
         results.set("inference", measure_inference(x_test, scale.timing_repeats, threads=1))
     results.save()
