@@ -375,7 +375,8 @@ def gain_by_size(data: dict[str, Any], teacher: str | None = None) -> pd.DataFra
 def fidelity_by_size(data: dict[str, Any]) -> pd.DataFrame:
     """Sweep 1's students against the main teacher: top-1 agreement on the test images of the KD
     and the labels-only students (%, means over seeds), KD minus labels-only with its paired
-    95% interval, the agreement of both on their own training images, and the mean
+    95% interval, the agreement of both on their own training images (and KD minus labels-only
+    there, paired), and the mean
     KL(teacher || student) at T = 1 on the test images (nats), the accuracy gain, and the
     agreement gain minus the accuracy gain (paired by seed). Planned rows only; a missing
     row, or a file made before kdlib measured fidelity, raises
@@ -395,6 +396,7 @@ def fidelity_by_size(data: dict[str, Any]) -> pd.DataFrame:
                       "KD − no KD": gap_by_seed(frame, KD_ARM, NOKD_ARM, column="agreement_test"),
                       "KD agrees, train %": kd.agreement_train.mean(),
                       "no KD agrees, train %": plain.agreement_train.mean(),
+                      "KD − no KD, train": gap_by_seed(frame, KD_ARM, NOKD_ARM, column="agreement_train"),
                       "KL, KD": kd.kl_test.mean(), "KL, no KD": plain.kl_test.mean(),
                       "accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM),
                       "agreement gain − accuracy gain": gap_by_seed(frame, KD_ARM, NOKD_ARM,
