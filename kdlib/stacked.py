@@ -13,18 +13,21 @@ draws it: its initial weights (the model passed in), its data order (a generator
 config's seed, one permutation per epoch), its teacher's logits, its temperature and its label
 weight. The loss of each member is :func:`kdlib.losses.distillation_loss`'s, computed in the
 same float64 precision, and the optimiser and learning-rate schedule are
-:func:`kdlib.train.make_optimizer` and :func:`kdlib.train.make_scheduler`, whose updates act on
-each number separately. So a member takes the steps it would take alone in
-:func:`kdlib.train.train`; only the matrix products are computed by another kernel, whose
-float32 rounding differs in the last bits. After one step a member's weights equal those of its
+:func:`kdlib.train.make_optimizer`'s and :func:`kdlib.train.make_scheduler`, whose updates act
+on each number separately. So a member takes the steps it would take alone in
+:func:`kdlib.train.train`; only the matrix products, and SGD's update of the large weights
+(PyTorch's fused kernel, :func:`stack_optimizer`), are computed by other kernels, whose float32
+rounding differs in the last bits. After one step a member's weights equal those of its
 run in ``train`` to float32 rounding; over thousands of steps such differences grow, as they
 do between two machines.
 
 Within this module a member's steps do not depend on its stack at all: the batched products
 split over threads by matrix, never within one, and every other operation acts on each
-member's numbers alone. A stack of one trains on one thread (two would split its one matrix
-product), so a student gets the same weights, bit for bit, whether it trains alone or with
-others, on one thread or two, in this process or another. ``tests/test_stacked.py`` checks
+member's numbers alone, computed the same way wherever they sit in the stack (see
+:func:`stack_optimizer` for what that takes of the fused update). A stack of one trains on one
+thread (two would split its one matrix product), so a student gets the same weights, bit for
+bit, whether it trains alone or with others, on one thread or two, in this process or
+another. ``tests/test_stacked.py`` checks
 this, and ``benchmarks/workers.py`` checks it for the whole of Table 1.
 
 What can be stacked: plain multilayer perceptrons (:func:`kdlib.models.mlp` without dropout or
@@ -47,10 +50,15 @@ from kdlib.threads import at_most
 from kdlib.train import (EpochCallback, TrainConfig, TrainLog, check_epoch_loss, make_optimizer,
                          make_scheduler)
 
-__all__ = ["MEMBER_FIELDS", "linear_layers", "train_stacked"]
+__all__ = ["MEMBER_FIELDS", "linear_layers", "stack_optimizer", "train_stacked"]
 
 MEMBER_FIELDS = ("seed", "temperature", "label_weight")
 """The config fields in which the members of a stack may differ; all others must be equal."""
+
+FUSED_BLOCK = 16
+"""A member's slice of a stacked tensor is updated by PyTorch's fused SGD kernel when its size is
+a multiple of this many numbers (one 64-byte cache line of float32; a whole number of vectors
+at every SIMD width PyTorch uses, 4 to 16 floats)."""
 
 
 def linear_layers(model: nn.Module) -> list[nn.Linear]:
@@ -175,7 +183,7 @@ def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, 
     temperature = torch.tensor([c.temperature for c in configs], dtype=work)[:, None, None]
     label_w = torch.tensor([c.label_weight for c in configs])
     kd_w = torch.tensor([(1.0 - c.label_weight) * c.temperature ** 2 for c in configs])
-    opt = make_optimizer(params, config)
+    opt = stack_optimizer(params, config)
     steps_per_epoch = -(-len(inputs) // config.batch_size)
     schedule = make_scheduler(opt, config, steps_per_epoch)
     eps = config.label_smoothing
@@ -234,6 +242,28 @@ def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, 
     return [TrainLog(wall_s=share, samples_per_s=config.epochs * len(inputs) / share, epoch_losses=losses[i],
                      history=histories[i], train_accuracy=accuracies[i], stack={"size": size, "wall_s": wall})
             for i in range(size)]
+
+
+def stack_optimizer(params: Sequence[Tensor], config: TrainConfig) -> torch.optim.Optimizer:
+    """:func:`kdlib.train.make_optimizer`'s optimiser for the stacked ``params`` (each of shape
+    ``(S, ...)``), with SGD's update of the large weights done by PyTorch's fused kernel.
+
+    A step of a stack of MLPs spends much of its time updating the first layer's weights, a pass
+    over memory per operation: the fused kernel makes one pass instead of four. It computes each number in vector registers, except a last
+    part of the tensor shorter than one vector, which it computes one number at a time, possibly
+    with other rounding. A member's slice of ``(S, ...)`` is fused only when its size is a
+    multiple of :data:`FUSED_BLOCK`: then no member has a number in such a last part, alone
+    or in any stack, and a member's update does not depend on its stack. The other tensors
+    (biases, small layers) keep the batched per-operation update. Adam is not fused.
+    """
+    if config.optimizer != "sgd":
+        return make_optimizer(params, config)
+    fused = [p for p in params if p[0].numel() % FUSED_BLOCK == 0]
+    rest = [p for p in params if p[0].numel() % FUSED_BLOCK != 0]
+    groups = [{"params": group, "fused": is_fused, "foreach": not is_fused}
+              for group, is_fused in ((fused, True), (rest, False)) if group]
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
 
 
 @torch.no_grad()

@@ -100,7 +100,7 @@ def test_one_thread_or_two_give_the_same_bits() -> None:
     assert torch.equal(*weights)
 
 
-@pytest.mark.parametrize("hidden", [50, 300])
+@pytest.mark.parametrize("hidden", [50, 300, 600])
 def test_a_student_alone_and_in_a_stack_gets_the_same_bits(hidden: int) -> None:
     """Table 1's rows must not depend on how its students are grouped: a member trained alone (a
     stack of one, which train_stacked runs on one thread) ends with exactly the weights it gets
