@@ -262,8 +262,7 @@ def stack_optimizer(params: Sequence[Tensor], config: TrainConfig) -> torch.opti
     rest = [p for p in params if p[0].numel() % FUSED_BLOCK != 0]
     groups = [{"params": group, "fused": is_fused, "foreach": not is_fused}
               for group, is_fused in ((fused, True), (rest, False)) if group]
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    return make_optimizer(groups, config)
 
 
 @torch.no_grad()

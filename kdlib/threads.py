@@ -36,10 +36,11 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def threads_for(work: str) -> int:
+def threads_for(work: str, whole_machine: bool = False) -> int:
     """The thread count for ``work`` (a key of :data:`THREADS_BY_WORK`):
     ``KDLIB_THREADS`` if set (at most :func:`available_cores`), else the table above, capped by
-    this process's part of the cores (:func:`cores_per_process`)."""
+    this process's part of the cores (:func:`cores_per_process`), or by all of them with
+    ``whole_machine=True`` (for work one process does while the others of its run wait)."""
     if work not in THREADS_BY_WORK:
         raise ValueError(f"work must be one of {sorted(THREADS_BY_WORK)}, got {work!r}")
     cores = available_cores()
@@ -52,7 +53,8 @@ def threads_for(work: str) -> int:
                              f"the extra threads only wait for each other and slow training down many times. "
                              f"Set KDLIB_THREADS to at most {cores}, or unset it to let kdlib choose")
         return int(value)
-    return max(1, min(THREADS_BY_WORK[work], cores_per_process()))
+    share = available_cores() if whole_machine else cores_per_process()
+    return max(1, min(THREADS_BY_WORK[work], share))
 
 
 def cores_per_process() -> int:
@@ -80,5 +82,21 @@ def at_most(threads: int) -> Iterator[int]:
     torch.set_num_threads(count)
     try:
         yield count
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def exactly(threads: int) -> Iterator[int]:
+    """Run a block on ``threads`` threads (more than :func:`available_cores` is refused), then
+    restore the count: for work whose bits must be the same in every process that does it,
+    whatever the thread count around it. Yields ``threads``."""
+    if threads < 1 or threads > available_cores():
+        raise UsageError(f"{threads} thread(s) asked for, but this process can use "
+                         f"{available_cores()} core(s): ask for 1 to {available_cores()}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
     finally:
         torch.set_num_threads(before)

@@ -113,7 +113,7 @@ def test_algorithms_honours_the_budget_before_any_teacher(tmp_path, monkeypatch)
 def test_mnist_honours_the_budget_and_inference_only_before_any_teacher(tmp_path, monkeypatch) -> None:
     from kdlib.experiments import mnist
 
-    monkeypatch.setattr(mnist, "load_or_train_teacher", no_training)
+    monkeypatch.setattr(mnist, "table1_teacher", no_training)
     monkeypatch.setattr(mnist, "train_stacked", no_training)
     monkeypatch.setattr(mnist, "measure_inference", lambda *a, **k: {"teacher": {"latency_ms": 1.0}})
     spent = mnist.run_mnist("quick", out=tmp_path / "a.json", dataset=fake_mnist(), time_budget_s=0,

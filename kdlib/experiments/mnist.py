@@ -31,18 +31,18 @@ from kdlib.augment import random_shift
 from kdlib.checkpoints import cached_model, record_teacher
 from kdlib.bench import cost_ratios, inference_cost
 from kdlib.data import ImageDataset, balanced_subset, load_mnist, normalize
-from kdlib.distributed import broadcast, rank, run_rows, shared_out
+from kdlib.distributed import broadcast, rank, run_rows
 from kdlib import experiments
 from kdlib.experiments import KD_LABEL_WEIGHT, planned_rows, require_fidelity, run_command, published_file
 from kdlib.fidelity import fidelity_fields
 from kdlib.figures import COLUMN_INCHES, book_style, legend_below
 from kdlib.models import mlp, seeded
 from kdlib.profile import check_profile
-from kdlib.threads import at_most, set_threads
+from kdlib.threads import exactly, set_threads, threads_for
 from kdlib.results import ResultFile, new_provenance
 from kdlib.stats import paired_gap
 from kdlib.stacked import train_stacked
-from kdlib.train import TrainConfig, TrainLog, accuracy, predict_logits, train
+from kdlib.train import TrainConfig, TrainLog, accuracy, make_optimizer, predict_logits, train
 
 
 @dataclass(frozen=True)
@@ -148,28 +148,31 @@ def prepare_inputs(dataset: ImageDataset, train_size: int | None) -> tuple[Tenso
             normalize(dataset.test_images, dataset.mean, dataset.std), dataset.test_labels)
 
 
-def train_teacher(x_train: Tensor, y_train: Tensor, seed: int,
-                  recipe: TeacherRecipe = REPORT_TEACHER) -> tuple[torch.nn.Module, float]:
-    """Train a teacher by ``recipe`` (default: the report's); returns the model and the wall time."""
+def train_teacher(x_train: Tensor, y_train: Tensor, seed: int, recipe: TeacherRecipe = REPORT_TEACHER,
+                  fused_sgd: bool = False) -> tuple[torch.nn.Module, float]:
+    """Train a teacher by ``recipe`` (default: the report's); returns the model and the wall time.
+    ``fused_sgd``: SGD's update by PyTorch's fused kernel (:func:`kdlib.train.make_optimizer`)."""
     if recipe.train_size is not None:
         keep = balanced_subset(y_train, recipe.train_size, seed)
         x_train, y_train = x_train[keep], y_train[keep]
     teacher = seeded(lambda: mlp(recipe.hidden, dropout=recipe.dropout), seed)
     shift = (lambda x, g: random_shift(x, g, recipe.shift)) if recipe.shift else None
-    log = train(teacher, x_train, y_train, replace(recipe.config, seed=seed), batch_transform=shift)
+    config = replace(recipe.config, seed=seed)
+    log = train(teacher, x_train, y_train, config, batch_transform=shift,
+                optimizer=partial(make_optimizer, config=config, fused=fused_sgd))
     return teacher.eval(), log.wall_s
 
 
 def cached_teacher(x_train: Tensor, y_train: Tensor, seed: int, recipe: TeacherRecipe, source: str,
-                   **key: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+                   fused_sgd: bool = False, **key: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The teacher of ``recipe`` and ``seed``: loaded from its verified checkpoint when one was
-    made for exactly this recipe and data (and ``key``), else trained and saved; returns it and
-    its training wall time."""
+    made for exactly this recipe and data (and ``key``, and ``fused_sgd``), else trained and
+    saved; returns it and its training wall time."""
     full_key = {**key, **recipe.training_key(), "seed": seed, "data": source, "train_rows": len(x_train),
-                "kdlib": kdlib.__version__}
+                "kdlib": kdlib.__version__, **({"fused_sgd": True} if fused_sgd else {})}
 
     def fit(model: torch.nn.Module) -> dict[str, Any]:
-        trained, wall = train_teacher(x_train, y_train, seed, recipe)
+        trained, wall = train_teacher(x_train, y_train, seed, recipe, fused_sgd=fused_sgd)
         model.load_state_dict(trained.state_dict())
         return {"train_wall_s": wall}
 
@@ -179,19 +182,27 @@ def cached_teacher(x_train: Tensor, y_train: Tensor, seed: int, recipe: TeacherR
 def load_or_train_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str, source: str,
                           results: ResultFile, x_test: Tensor, y_test: Tensor) -> torch.nn.Module:
     """The frozen report teacher of ``seed`` (:func:`table1_teacher`), recorded as a row."""
-    teacher, info = table1_teacher(x_train, y_train, seed, profile, source)
+    teacher, info = table1_teacher(x_train, y_train, seed, profile, source, teacher_threads())
     record_teacher_row(results, seed, teacher, info, x_test, y_test)
     return teacher
 
 
-def table1_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str,
-                   source: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Table 1's teacher of ``seed`` (:func:`cached_teacher`), trained on one thread whatever
-    the thread count around it: two would split its matrix products and change its last bits,
-    and its students' rows with them."""
-    with at_most(1):
-        return cached_teacher(x_train, y_train, seed, REPORT_TEACHER, source,
-                              experiment="mnist-table1-teacher", profile=profile, threads=1)
+def teacher_threads() -> int:
+    """The threads Table 1's teachers train on, in every mode: two where the machine has two
+    cores (``KDLIB_THREADS``: that many), in the one process or in rank 0 while the others wait.
+    The count changes a teacher's last bits (its matrix products split over threads), and its
+    students' rows with them; so it must not depend on how the run is shared out."""
+    return threads_for("large mlp", whole_machine=True)
+
+
+def table1_teacher(x_train: Tensor, y_train: Tensor, seed: int, profile: str, source: str,
+                   threads: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Table 1's teacher of ``seed`` (:func:`cached_teacher`): the report's recipe, trained on
+    ``threads`` threads (:func:`teacher_threads`) whatever the thread count around it, with
+    SGD's fused update (the same recipe, other last bits: chapter 7 trains it without)."""
+    with exactly(threads):
+        return cached_teacher(x_train, y_train, seed, REPORT_TEACHER, source, fused_sgd=True,
+                              experiment="mnist-table1-teacher", profile=profile, threads=threads)
 
 
 def record_teacher_row(results: ResultFile, seed: int, teacher: torch.nn.Module, info: dict[str, Any],
@@ -320,26 +331,23 @@ def run_mnist(profile: str = "quick", out: Path | str | None = None, progress: b
     results.run_provenance["environment"]["ranks"] = where.world
     todo = broadcast([run for run in planned_runs(scale.seeds) if not results.has(run.row_id())]
                      if train_rows else [], where)
-    # the teachers the rows need, and those whose row is missing: each trained (or loaded) once,
-    # by one rank (the ranks train theirs at the same time), and sent to all
+    # the teachers the rows need, and those whose row is missing: each trained (or loaded) once
+    # by rank 0, on the same threads in every mode (teacher_threads), while the others wait;
+    # their logits are sent to all, so a row is the same whichever mode trained it
     needed = broadcast([seed for seed in scale.seeds if train_rows and not budget.spent() and (
         any(run.seed == seed for run in todo) or not results.has(f"teacher/seed{seed}"))], where)
+    threads = teacher_threads()
+    results.run_provenance["environment"]["teacher_threads"] = threads
 
-    # the teachers train, and give their logits, on one thread in every mode: a row is then
-    # the same whichever mode trained it, on a fresh machine too
-    def make_teacher(seed: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        teacher, info = table1_teacher(x_train, y_train, seed, profile, dataset.source)
-        return teacher.state_dict(), info
-
-    teachers: dict[int, tuple[Tensor, Tensor]] = {}  # seed: the teacher's train and test logits
-    for seed, (state, info) in shared_out(needed, make_teacher, where).items():
-        teacher = mlp(REPORT_TEACHER.hidden, dropout=REPORT_TEACHER.dropout)
-        teacher.load_state_dict(state)
-        teacher.eval()
-        if where.is_main:
+    def make_teacher(seed: int) -> tuple[Tensor, Tensor]:
+        teacher, info = table1_teacher(x_train, y_train, seed, profile, dataset.source, threads)
+        with exactly(threads):
             record_teacher_row(results, seed, teacher, info, x_test, y_test)
-        with at_most(1):
-            teachers[seed] = predict_logits(teacher, x_train), predict_logits(teacher, x_test)
+            return predict_logits(teacher, x_train), predict_logits(teacher, x_test)
+
+    # seed: the teacher's train and test logits
+    teachers: dict[int, tuple[Tensor, Tensor]] = broadcast(
+        {seed: make_teacher(seed) for seed in needed} if where.is_main else None, where)
 
     def train_stack(stack: MnistStack) -> dict[str, dict[str, Any]]:
         models = [seeded(lambda: mlp([run.spec.hidden]), run.seed) for run in stack.runs]
