@@ -12,12 +12,14 @@ Each member keeps everything that makes its run its own, drawn exactly as :func:
 draws it: its initial weights (the model passed in), its data order (a generator seeded with its
 config's seed, one permutation per epoch), its teacher's logits, its temperature and its label
 weight. The loss of each member is :func:`kdlib.losses.distillation_loss`'s, computed in the
-same float64 precision, and the optimiser and learning-rate schedule are
+same float64 precision; its gradient is written out by hand (:func:`backward`: the forms of
+Hinton et al.'s section 2.1, with fewer operations per step than autograd's), and the optimiser and learning-rate schedule are
 :func:`kdlib.train.make_optimizer`'s and :func:`kdlib.train.make_scheduler`, whose updates act
 on each number separately. So a member takes the steps it would take alone in
-:func:`kdlib.train.train`; only the matrix products, and SGD's update of the large weights
-(PyTorch's fused kernel, :func:`stack_optimizer`), are computed by other kernels, whose float32
-rounding differs in the last bits. After one step a member's weights equal those of its
+:func:`kdlib.train.train`; only the matrix products, the gradient (the same formula, other
+operations) and SGD's update of the large weights (PyTorch's fused kernel,
+:func:`stack_optimizer`) are computed another way, whose float32 rounding differs in the last
+bits. After one step a member's weights equal those of its
 run in ``train`` to float32 rounding; over thousands of steps such differences grow, as they
 do between two machines.
 
@@ -155,16 +157,17 @@ def train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, c
         return _train_stacked(models, inputs, labels, configs, teacher_logits, on_epoch)
 
 
+@torch.no_grad()
 def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, configs: Sequence[TrainConfig],
                    teacher_logits: Sequence[Tensor | None], on_epoch: EpochCallback | None) -> list[TrainLog]:
     """The loop of :func:`train_stacked`, its arguments checked and its threads set."""
     config, size = configs[0], len(models)
     flat = inputs.reshape(len(inputs), -1)
     layers = [linear_layers(m) for m in models]
-    params: list[Tensor] = []
+    params: list[Tensor] = []  # weight (S, in, out), bias (S, 1, out), layer by layer
     for depth in range(len(layers[0])):
-        params.append(torch.stack([ls[depth].weight.detach().T for ls in layers]).contiguous().requires_grad_())
-        params.append(torch.stack([ls[depth].bias.detach()[None] for ls in layers]).contiguous().requires_grad_())
+        params.append(torch.stack([ls[depth].weight.detach().T for ls in layers]).contiguous())
+        params.append(torch.stack([ls[depth].bias.detach()[None] for ls in layers]).contiguous())
     # the data order of each seed, drawn as kdlib.train draws it
     seeds = sorted({c.seed for c in configs})
     generators = [torch.Generator(device=inputs.device).manual_seed(s) for s in seeds]
@@ -181,8 +184,10 @@ def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, 
     table, teacher_of_t = torch.stack(teachers), torch.tensor(teacher_of, device=inputs.device)
     work = torch.float64  # the losses' precision, as in kdlib.losses
     temperature = torch.tensor([c.temperature for c in configs], dtype=work)[:, None, None]
-    label_w = torch.tensor([c.label_weight for c in configs])
-    kd_w = torch.tensor([(1.0 - c.label_weight) * c.temperature ** 2 for c in configs])
+    label_w = torch.tensor([c.label_weight for c in configs], dtype=work)
+    kd_w = torch.tensor([(1.0 - c.label_weight) * c.temperature ** 2 for c in configs], dtype=work)
+    # the weights of the two gradients below, one per member: (S, 1, 1)
+    label_grad_w, kd_grad_w = label_w[:, None, None], kd_w[:, None, None] / temperature
     opt = stack_optimizer(params, config)
     steps_per_epoch = -(-len(inputs) // config.batch_size)
     schedule = make_scheduler(opt, config, steps_per_epoch)
@@ -199,29 +204,37 @@ def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, 
         correct = torch.zeros(size, dtype=torch.long)
         for begin in range(0, len(inputs), config.batch_size):
             idx = orders[:, begin:begin + config.batch_size]  # (S, batch): each member's own batch
-            h = flat[idx]
+            batch = idx.shape[1]
+            seen = [flat[idx]]  # the input of each layer
             for depth in range(0, len(params), 2):
-                h = torch.baddbmm(params[depth + 1], h, params[depth])
+                h = torch.baddbmm(params[depth + 1], seen[-1], params[depth])
                 if depth + 2 < len(params):
-                    h = torch.relu(h)
+                    seen.append(torch.relu(h))
             y = labels[idx]
-            log_p = F.log_softmax(h.to(work), dim=-1)
+            z = h.to(work)  # the logits, (S, batch, classes)
+            log_p = F.log_softmax(z, dim=-1)
+            log_s = F.log_softmax(z / temperature, dim=-1)
+            log_t = F.log_softmax(table[teacher_of_t[:, None], idx].to(work) / temperature, dim=-1)
+            p_t = log_t.exp()
+            # each member's loss, as kdlib.losses.distillation_loss computes it (for the log) ...
             ce = -log_p.gather(-1, y[..., None]).squeeze(-1).mean(-1)
+            target = F.one_hot(y, classes).to(work)
             if eps != 0.0:
                 ce = (1.0 - eps) * ce - eps * log_p.mean(-1).mean(-1)
-            # a second conversion, as kd_divergence makes its own: the two gradients then reach
-            # h in float32 each and add up there, as in kdlib.train (one conversion changes bits)
-            log_s = F.log_softmax(h.to(work) / temperature, dim=-1)
-            log_t = F.log_softmax(table[teacher_of_t[:, None], idx].to(work) / temperature, dim=-1)
-            kl = (log_t.exp() * (log_t - log_s)).sum(-1).mean(-1)
-            member_loss = label_w * ce.float() + kd_w * kl.float()  # (S,): each member's own loss
-            opt.zero_grad(set_to_none=True)
-            member_loss.sum().backward()  # each member's weights get its own loss's gradient
+                target = (1.0 - eps) * target + eps / classes
+            kl = (p_t * (log_t - log_s)).sum(-1).mean(-1)
+            member_loss = (label_w * ce + kd_w * kl).float()  # (S,): each member's own loss
+            # ... and its gradient with respect to the logits, by hand: (p - target) / batch for
+            # the labels' cross-entropy, (q - p_t) / (T batch) for the KL divergence at
+            # temperature T (Hinton et al., 2015, section 2.1), q the student's softened output
+            grad = ((label_grad_w * (log_p.exp() - target) + kd_grad_w * (log_s.exp() - p_t))
+                    / batch).float()
+            backward(params, seen, grad)  # each member's weights get its own loss's gradient
             opt.step()
             if schedule is not None:
                 schedule.step()
-            total += member_loss.detach() * idx.shape[1]
-            correct += (h.detach().argmax(-1) == y).sum(-1)
+            total += member_loss * batch
+            correct += (h.argmax(-1) == y).sum(-1)
         for i, value in enumerate((total / len(inputs)).tolist()):
             losses[i].append(check_epoch_loss(value, epoch + 1, losses[i], configs[i], steps_per_epoch))
             accuracies[i].append(correct[i].item() / len(inputs))
@@ -263,6 +276,20 @@ def stack_optimizer(params: Sequence[Tensor], config: TrainConfig) -> torch.opti
     groups = [{"params": group, "fused": is_fused, "foreach": not is_fused}
               for group, is_fused in ((fused, True), (rest, False)) if group]
     return make_optimizer(groups, config)
+
+
+def backward(params: list[Tensor], seen: list[Tensor], grad: Tensor) -> None:
+    """Set each stacked parameter's ``.grad`` from ``grad``, the gradient of each member's loss
+    with respect to its logits (S, batch, classes), by the chain rule through the MLP backwards:
+    a layer ``h = a W + b`` gives ``a^T grad`` for ``W`` and the sum over the batch for ``b``, and
+    passes ``grad W^T`` back, zero where the ReLU was off. ``seen[i]`` is layer ``i``'s input."""
+    for depth in range(len(params) - 2, -1, -2):
+        a = seen[depth // 2]
+        params[depth].grad = None  # its memory is reused for the new one (no fresh pages)
+        params[depth].grad = torch.bmm(a.transpose(1, 2), grad)
+        params[depth + 1].grad = grad.sum(1, keepdim=True)
+        if depth > 0:
+            grad = torch.bmm(grad, params[depth].transpose(1, 2)).mul_(a > 0)
 
 
 @torch.no_grad()
