@@ -15,6 +15,7 @@ terms existed (``tests/test_train_pinned.py`` checks this bit for bit).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -33,7 +34,7 @@ from kdlib.models import constrained_modules
 from kdlib.terms import ExtraLoss, ExtraLossTerm, Step, Term, split_feature
 
 __all__ = ["BatchTransform", "EpochCallback", "ExtraLoss", "OptimizerFactory", "SchedulerFactory", "TrainConfig",
-           "TrainLog", "accuracy", "config_terms", "make_optimizer", "make_scheduler", "predict_logits", "train"]
+           "TrainLog", "accuracy", "config_terms", "fused_sgd_supported", "make_optimizer", "make_scheduler", "predict_logits", "train"]
 
 BatchTransform = Callable[[Tensor, torch.Generator], Tensor]
 """Turns a stored batch (e.g. uint8 images) into network input (e.g. augmented, normalised floats)."""
@@ -358,9 +359,14 @@ def make_optimizer(params: nn.Module | Iterable[Tensor] | Iterable[dict[str, Any
     ``fused=True`` (SGD only) updates each tensor in one pass over memory, PyTorch's fused
     kernel, instead of one pass per operation: faster for large layers (Table 1's teacher,
     :mod:`kdlib.stacked`), with other last bits (it rounds a product and a sum separately where
-    the batched call rounds them once)."""
+    the batched call rounds them once). Where this PyTorch has no such kernel for the device
+    (:func:`fused_sgd_supported`), the batched update is used."""
     if isinstance(params, nn.Module):
         params = params.parameters()
+    if fused:
+        params = list(params)
+        first = params[0]["params"][0] if params and isinstance(params[0], dict) else (params or [None])[0]
+        fused = first is not None and fused_sgd_supported(first.device.type)
     if config.optimizer == "adam":
         if fused:
             raise ValueError("fused=True is kdlib's fused SGD update; Adam is not fused here: leave fused out")
@@ -368,6 +374,17 @@ def make_optimizer(params: nn.Module | Iterable[Tensor] | Iterable[dict[str, Any
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay, nesterov=config.momentum > 0,
                            foreach=not fused, fused=fused)
+
+
+@functools.cache
+def fused_sgd_supported(device_type: str) -> bool:
+    """Whether this PyTorch has SGD's fused kernel for tensors on ``device_type`` (``"cpu"``,
+    ``"cuda"``): the CPU's came with PyTorch 2.4; kdlib accepts older versions, which lack it."""
+    try:
+        torch.optim.SGD([torch.zeros(1, device=device_type, requires_grad=True)], lr=0.1, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,

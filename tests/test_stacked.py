@@ -220,3 +220,18 @@ def test_the_epoch_callback_sees_each_member_as_train_would_show_it() -> None:
     assert logs[0].history != logs[1].history
     with pytest.raises(ValueError, match="stop"):
         train_stacked([seeded(lambda: mlp([16]), 0)], x, y, [BASE], [None], on_epoch=lambda e, m: {"stop": True})
+
+
+def test_without_the_fused_kernel_a_stack_falls_back_to_the_batched_update(monkeypatch) -> None:
+    """A PyTorch without SGD's fused CPU kernel (kdlib accepts versions before 2.4) trains
+    stacks with the batched update instead of failing; with the kernel, the large weights are
+    fused and the small ones are not."""
+    from kdlib import stacked
+
+    params = [torch.zeros(3, 784, 300), torch.zeros(3, 1, 300), torch.zeros(3, 300, 10), torch.zeros(3, 1, 10)]
+    with_kernel = stacked.stack_optimizer(params, BASE)
+    assert [group["fused"] for group in with_kernel.param_groups] == [True, False]
+    assert [len(group["params"]) for group in with_kernel.param_groups] == [1, 3]
+    monkeypatch.setattr(stacked, "fused_sgd_supported", lambda device: False)
+    without = stacked.stack_optimizer(params, BASE)
+    assert [bool(group["fused"]) for group in without.param_groups] == [False]
