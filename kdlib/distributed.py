@@ -95,16 +95,6 @@ def gather(value: Any, where: Rank) -> list[Any] | None:
     return out
 
 
-def shared_out(keys: Sequence[Any], make: Callable[[Any], Any], where: Rank) -> dict[Any, Any]:
-    """``make(key)`` for every key, each made once, by rank ``i % W`` for the ``i``-th key (the
-    ranks make theirs at the same time), then sent to every rank: ``{key: value}`` on all ranks.
-    The values must be picklable (e.g. a state dict)."""
-    mine = {key: make(key) for i, key in enumerate(keys) if i % where.world == where.rank}
-    if where.world == 1:
-        return mine
-    return {key: broadcast(mine.get(key), where, src=i % where.world) for i, key in enumerate(keys)}
-
-
 def one_for_all(make: Callable[[], nn.Module], build: Callable[[], nn.Module], where: Rank) -> nn.Module:
     """A model trained (or loaded) once: rank 0 calls ``make()``, the others ``build()`` an
     untrained twin and receive rank 0's weights."""

@@ -49,18 +49,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlib.threads import at_most
-from kdlib.train import (EpochCallback, TrainConfig, TrainLog, check_epoch_loss, fused_sgd_supported,
-                         make_optimizer, make_scheduler)
+from kdlib.train import (EpochCallback, TrainConfig, TrainLog, check_epoch_loss, make_optimizer,
+                         make_scheduler)
 
-__all__ = ["MEMBER_FIELDS", "linear_layers", "stack_optimizer", "train_stacked"]
+__all__ = ["MEMBER_FIELDS", "backward", "linear_layers", "padded_stack", "stack_optimizer", "train_stacked"]
 
 MEMBER_FIELDS = ("seed", "temperature", "label_weight")
 """The config fields in which the members of a stack may differ; all others must be equal."""
 
 FUSED_BLOCK = 16
-"""A member's slice of a stacked tensor is updated by PyTorch's fused SGD kernel when its size is
-a multiple of this many numbers (one 64-byte cache line of float32; a whole number of vectors
-at every SIMD width PyTorch uses, 4 to 16 floats)."""
+"""Each stacked tensor is kept at the start of a buffer whose length is a multiple of this many
+numbers (one 64-byte cache line of float32; a whole number of vectors at every SIMD width
+PyTorch uses, 4 to 16 floats), zeros after it: see :func:`stack_optimizer`."""
 
 
 def linear_layers(model: nn.Module) -> list[nn.Linear]:
@@ -164,10 +164,16 @@ def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, 
     config, size = configs[0], len(models)
     flat = inputs.reshape(len(inputs), -1)
     layers = [linear_layers(m) for m in models]
-    params: list[Tensor] = []  # weight (S, in, out), bias (S, 1, out), layer by layer
+    # weight (S, in, out), bias (S, 1, out), layer by layer, each at the start of its buffer
+    buffers, params, grads = [], [], []
     for depth in range(len(layers[0])):
-        params.append(torch.stack([ls[depth].weight.detach().T for ls in layers]).contiguous())
-        params.append(torch.stack([ls[depth].bias.detach()[None] for ls in layers]).contiguous())
+        for tensors in ([ls[depth].weight.detach().T for ls in layers],
+                        [ls[depth].bias.detach()[None] for ls in layers]):
+            buffer, param = padded_stack(tensors)
+            buffer.grad = torch.zeros_like(buffer)
+            buffers.append(buffer)
+            params.append(param)
+            grads.append(buffer.grad[:param.numel()].view(param.shape))
     # the data order of each seed, drawn as kdlib.train draws it
     seeds = sorted({c.seed for c in configs})
     generators = [torch.Generator(device=inputs.device).manual_seed(s) for s in seeds]
@@ -188,7 +194,7 @@ def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, 
     kd_w = torch.tensor([(1.0 - c.label_weight) * c.temperature ** 2 for c in configs], dtype=work)
     # the weights of the two gradients below, one per member: (S, 1, 1)
     label_grad_w, kd_grad_w = label_w[:, None, None], kd_w[:, None, None] / temperature
-    opt = stack_optimizer(params, config)
+    opt = stack_optimizer(buffers, config)
     steps_per_epoch = -(-len(inputs) // config.batch_size)
     schedule = make_scheduler(opt, config, steps_per_epoch)
     eps = config.label_smoothing
@@ -231,7 +237,7 @@ def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, 
             # temperature T (Hinton et al., 2015, section 2.1), q the student's softened output
             grad = ((label_grad_w * (log_p.exp() - target) + kd_grad_w * (log_s.exp() - p_t))
                     / batch).float()
-            backward(params, seen, grad)  # each member's weights get its own loss's gradient
+            backward(params, grads, seen, grad)  # each member's weights get its own loss's gradient
             opt.step()
             if schedule is not None:
                 schedule.step()
@@ -259,42 +265,45 @@ def _train_stacked(models: Sequence[nn.Module], inputs: Tensor, labels: Tensor, 
             for i in range(size)]
 
 
-def stack_optimizer(params: Sequence[Tensor], config: TrainConfig) -> torch.optim.Optimizer:
-    """:func:`kdlib.train.make_optimizer`'s optimiser for the stacked ``params`` (each of shape
-    ``(S, ...)``), with SGD's update of the large weights done by PyTorch's fused kernel.
+def padded_stack(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """``torch.stack(tensors)`` kept at the start of a flat buffer of zeros whose length is the
+    next multiple of :data:`FUSED_BLOCK`: returns the buffer and the stacked view into it."""
+    stacked = torch.stack(list(tensors))
+    size = stacked.numel()
+    buffer = torch.zeros(-(-size // FUSED_BLOCK) * FUSED_BLOCK, dtype=stacked.dtype, device=stacked.device)
+    view = buffer[:size].view(stacked.shape)
+    view.copy_(stacked)
+    return buffer, view
+
+
+def stack_optimizer(buffers: Sequence[Tensor], config: TrainConfig) -> torch.optim.Optimizer:
+    """:func:`kdlib.train.make_optimizer`'s optimiser over a stack's ``buffers``
+    (:func:`padded_stack`), with SGD's update done by PyTorch's fused kernel.
 
     A step of a stack of MLPs spends much of its time updating the first layer's weights, a pass
-    over memory per operation: the fused kernel makes one pass instead of four. It computes each number in vector registers, except a last
-    part of the tensor shorter than one vector, which it computes one number at a time, possibly
-    with other rounding. A member's slice of ``(S, ...)`` is fused only when its size is a
-    multiple of :data:`FUSED_BLOCK`: then no member has a number in such a last part, alone
-    or in any stack, and a member's update does not depend on its stack. The other tensors
-    (biases, small layers) keep the batched per-operation update, as do Adam and a PyTorch
-    without the fused kernel (:func:`kdlib.train.fused_sgd_supported`).
+    over memory per operation: the fused kernel makes one pass instead of four, for all the
+    tensors at once. It computes each number in vector registers, except a last part of a
+    tensor shorter than one vector, which it computes one number at a time, possibly with
+    other rounding. Every buffer's length is a multiple of :data:`FUSED_BLOCK`, so no number
+    is ever in such a last part, alone or in any stack, and a member's update does not depend
+    on its stack (the zeros after the stacked numbers get zero gradients and stay zero). Adam,
+    and SGD in a PyTorch without the fused kernel (:func:`kdlib.train.fused_sgd_supported`),
+    keep the batched per-operation update.
     """
-    if config.optimizer != "sgd" or not fused_sgd_supported(params[0].device.type):
-        return make_optimizer(params, config)
-    fused = [p for p in params if p[0].numel() % FUSED_BLOCK == 0]
-    rest = [p for p in params if p[0].numel() % FUSED_BLOCK != 0]
-    groups = [{"params": group, "fused": is_fused, "foreach": not is_fused}
-              for group, is_fused in ((fused, True), (rest, False)) if group]
-    return make_optimizer(groups, config)
+    return make_optimizer(buffers, config, fused=config.optimizer == "sgd")
 
 
-def backward(params: list[Tensor], seen: list[Tensor], grad: Tensor) -> None:
-    """Write each stacked parameter's ``.grad`` from ``grad``, the gradient of each member's loss
+def backward(params: list[Tensor], grads: list[Tensor], seen: list[Tensor], grad: Tensor) -> None:
+    """Write into ``grads[i]`` the gradient of ``params[i]`` from ``grad``, that of each member's loss
     with respect to its logits (S, batch, classes), by the chain rule through the MLP backwards:
     a layer ``h = a W + b`` gives ``a^T grad`` for ``W`` and the sum over the batch for ``b``, and
     passes ``grad W^T`` back, zero where the ReLU was off. ``seen[i]`` is layer ``i``'s input.
     The gradients are written into the same memory at every step (a fresh tensor of a large
     layer's size costs the system's fresh pages, several times the product's own time)."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.empty_like(p)
     for depth in range(len(params) - 2, -1, -2):
         a = seen[depth // 2]
-        torch.bmm(a.transpose(1, 2), grad, out=params[depth].grad)
-        torch.sum(grad, 1, keepdim=True, out=params[depth + 1].grad)
+        torch.bmm(a.transpose(1, 2), grad, out=grads[depth])
+        torch.sum(grad, 1, keepdim=True, out=grads[depth + 1])
         if depth > 0:
             grad = torch.bmm(grad, params[depth].transpose(1, 2)).mul_(a > 0)
 

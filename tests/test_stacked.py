@@ -222,16 +222,18 @@ def test_the_epoch_callback_sees_each_member_as_train_would_show_it() -> None:
         train_stacked([seeded(lambda: mlp([16]), 0)], x, y, [BASE], [None], on_epoch=lambda e, m: {"stop": True})
 
 
-def test_without_the_fused_kernel_a_stack_falls_back_to_the_batched_update(monkeypatch) -> None:
-    """A PyTorch without SGD's fused CPU kernel (kdlib accepts versions before 2.4) trains
-    stacks with the batched update instead of failing; with the kernel, the large weights are
-    fused and the small ones are not."""
-    from kdlib import stacked
+def test_a_stack_is_updated_by_one_fused_call_or_falls_back(monkeypatch) -> None:
+    """Every stacked tensor sits in a buffer padded to whole vectors (zeros after it), so SGD
+    updates all of them with the fused kernel, in one group; a PyTorch without the fused CPU
+    kernel (kdlib accepts versions before 2.4) gets the batched update instead of failing."""
+    from kdlib import stacked, train as train_module
 
-    params = [torch.zeros(3, 784, 300), torch.zeros(3, 1, 300), torch.zeros(3, 300, 10), torch.zeros(3, 1, 10)]
-    with_kernel = stacked.stack_optimizer(params, BASE)
-    assert [group["fused"] for group in with_kernel.param_groups] == [True, False]
-    assert [len(group["params"]) for group in with_kernel.param_groups] == [1, 3]
-    monkeypatch.setattr(stacked, "fused_sgd_supported", lambda device: False)
-    without = stacked.stack_optimizer(params, BASE)
+    buffer, view = stacked.padded_stack([torch.ones(300, 10), torch.ones(300, 10)])
+    assert buffer.numel() == 6_000 and view.shape == (2, 300, 10)
+    buffer, view = stacked.padded_stack([torch.ones(1, 300)] * 3)
+    assert buffer.numel() == 912 and view.shape == (3, 1, 300) and buffer[900:].eq(0).all()
+    with_kernel = stacked.stack_optimizer([buffer], BASE)
+    assert [group["fused"] for group in with_kernel.param_groups] == [True]
+    monkeypatch.setattr(train_module, "fused_sgd_supported", lambda device: False)
+    without = stacked.stack_optimizer([buffer], BASE)
     assert [bool(group["fused"]) for group in without.param_groups] == [False]
