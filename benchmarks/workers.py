@@ -11,6 +11,10 @@ First, the default command as a reader runs it, with its inference timings, into
 checkpoint cache: the end-to-end time of the profile, teachers included; ``--cold-runs N``
 runs it N times, each from its own empty cache (``end_to_end_runs_s``; ``end_to_end_s`` is
 their median, and ``end_to_end_runs_equal`` says whether they made the same rows).
+``--baseline REV`` alternates each of those runs with one of the code at git revision REV
+(checked out in a temporary worktree, from its own empty cache): on a shared machine whose
+speed drifts, the ratio of the two medians (``baseline.ratio_over_this``) says what the code
+changed, where an absolute time says as much about the machine's hour.
 Then each round runs the four variants into fresh result files, without the inference
 timings, loading the teachers that first run put in the cache, in the order of
 :data:`VARIANTS`, reversed in every other round (with one round, nothing is interleaved: the
@@ -49,13 +53,17 @@ VARIANTS = {"one at a time, 1 process": (False, 1), "one at a time, 2 processes"
 REFERENCE = "one at a time, 1 process"
 
 
-def run(profile: str, stacked: bool, workers: int, out: Path, env: dict[str, str], inference: bool = False) -> float:
-    """Wall time of one run of the experiment into ``out``."""
+def run(profile: str, stacked: bool, workers: int, out: Path, env: dict[str, str], inference: bool = False,
+        code: Path | None = None) -> float:
+    """Wall time of one run of the experiment into ``out`` (with the kdlib of the checkout
+    ``code`` instead of this one's, if given)."""
     command = [sys.executable, "-m", "kdlib.experiments", "mnist", "--profile", profile, "--out", str(out)]
     command += ([] if inference else ["--no-inference"]) + ([] if stacked else ["--one-at-a-time"])
     command += ["--workers", str(workers)] if workers > 1 else []
+    if code is not None:
+        env = {**env, "PYTHONPATH": str(code)}
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, capture_output=True)
+    subprocess.run(command, check=True, env=env, capture_output=True, cwd=code)
     return time.perf_counter() - start
 
 
@@ -94,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold-runs", type=int, default=1,
                         help="end-to-end runs, each from an empty cache (the file keeps each and their median)")
+    parser.add_argument("--baseline", default=None,
+                        help="a git revision whose end-to-end runs alternate with this code's (from empty caches)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "benchmark_workers.json"))
     args = parser.parse_args(argv)
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -102,11 +112,29 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "TQDM_DISABLE": "1", "KDLIB_CACHE": str(folder / "cache")}
         for name in ("OMP_NUM_THREADS", "KDLIB_THREADS"):
             env.pop(name, None)
-        cold_runs = []  # the first run's cache serves the variants; each other run has its own
-        for i in range(args.cold_runs):
-            cold_env = env if i == 0 else {**env, "KDLIB_CACHE": str(folder / f"cache{i}")}
-            cold_runs.append(run(args.profile, True, 1, folder / f"cold{i}.json", cold_env, inference=True))
-            print(f"end to end, empty cache, run {i + 1}: {cold_runs[-1]:.1f} s", flush=True)
+        baseline = None
+        if args.baseline:
+            baseline = folder / "baseline"
+            subprocess.run(["git", "worktree", "add", "--detach", str(baseline), args.baseline], check=True,
+                           capture_output=True, cwd=Path(__file__).resolve().parents[1])
+        cold_runs, baseline_runs = [], []  # the first run's cache serves the variants; the others have their own
+        try:
+            for i in range(args.cold_runs):
+                cold_env = env if i == 0 else {**env, "KDLIB_CACHE": str(folder / f"cache{i}")}
+                base_env = {**env, "KDLIB_CACHE": str(folder / f"baseline_cache{i}")}
+                order = ["this", "baseline"] if i % 2 == 0 else ["baseline", "this"]
+                for which in order if baseline is not None else ["this"]:
+                    if which == "this":
+                        cold_runs.append(run(args.profile, True, 1, folder / f"cold{i}.json", cold_env, True))
+                        print(f"end to end, empty cache, run {i + 1}: {cold_runs[-1]:.1f} s", flush=True)
+                    else:
+                        baseline_runs.append(run(args.profile, True, 1, folder / f"base{i}.json", base_env, True,
+                                                 code=baseline))
+                        print(f"baseline {args.baseline}, run {i + 1}: {baseline_runs[-1]:.1f} s", flush=True)
+        finally:
+            if baseline is not None:
+                subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], capture_output=True,
+                               cwd=Path(__file__).resolve().parents[1])
         end_to_end = statistics.median(cold_runs)
         outputs: dict[str, list[Path]] = {name: [] for name in VARIANTS}
         for r in range(args.rounds):
@@ -124,9 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {
         "provenance": new_provenance(f"python benchmarks/workers.py --profile {args.profile} --rounds {args.rounds}"
-                                     f" --cold-runs {args.cold_runs}", profile=args.profile, cpu_count=os.cpu_count()),
+                                     f" --cold-runs {args.cold_runs}"
+                                     + (f" --baseline {args.baseline}" if args.baseline else ""),
+                                     profile=args.profile, cpu_count=os.cpu_count()),
         "interleaved": args.rounds > 1, "order": list(VARIANTS), "end_to_end_s": end_to_end,
         "end_to_end_runs_s": cold_runs, "end_to_end_runs_equal": colds_equal, "seconds": times,
+        **({"baseline": {"revision": args.baseline, "end_to_end_runs_s": baseline_runs,
+                         "median_s": statistics.median(baseline_runs),
+                         "ratio_over_this": statistics.median(baseline_runs) / end_to_end}}
+           if args.baseline else {}),
         "median_s": medians, "ratio_over_reference": {name: medians[REFERENCE] / m for name, m in medians.items()},
         "rows_identical_to_reference": identical, "all_rows_identical": all(identical.values()),
         "first_run_equals_reference": cold == reference,

@@ -4,9 +4,9 @@ PyTorch's default (one thread per core) is fast on an idle machine and slow on a
 threads wait for each other at every operation, so when one core is taken by another program,
 a two-thread run of a small network can be many times slower than a one-thread run
 (``benchmarks/threads.py`` measures this). Small networks (the MNIST MLPs) gain little from a
-second thread even on an idle machine, so they use one; the larger MLP teacher of chapter 9 (784-1200-1200-10, 1.7 times as fast
-on two threads), MLPs trained many at a time as one stack (:mod:`kdlib.stacked`) and
-convolutional networks use up to two. Processes of one run on
+second thread even on an idle machine, so they use one; the larger MLP teachers of Table 1
+and chapter 9 (784-1200-1200-10, 1.7 times as fast on two threads), MLPs trained many at a
+time as one stack (:mod:`kdlib.stacked`) and convolutional networks use up to two. Processes of one run on
 one machine (``--workers``, or torchrun's ``LOCAL_WORLD_SIZE``) share its cores: each gets its
 part of them.
 
