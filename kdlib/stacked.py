@@ -13,13 +13,13 @@ draws it: its initial weights (the model passed in), its data order (a generator
 config's seed, one permutation per epoch), its teacher's logits, its temperature and its label
 weight. The loss of each member is :func:`kdlib.losses.distillation_loss`'s, computed in the
 same float64 precision; its gradient is written out by hand (:func:`backward`: the forms of
-Hinton et al.'s section 2.1, with fewer operations per step than autograd's), and the optimiser and learning-rate schedule are
-:func:`kdlib.train.make_optimizer`'s and :func:`kdlib.train.make_scheduler`, whose updates act
-on each number separately. So a member takes the steps it would take alone in
-:func:`kdlib.train.train`; only the matrix products, the gradient (the same formula, other
-operations) and SGD's update of the large weights (PyTorch's fused kernel,
-:func:`stack_optimizer`) are computed another way, whose float32 rounding differs in the last
-bits. After one step a member's weights equal those of its
+Hinton et al.'s section 2.1, in fewer operations per step than autograd's), and the optimiser
+and learning-rate schedule are :func:`kdlib.train.make_optimizer`'s and
+:func:`kdlib.train.make_scheduler`, whose updates act on each number separately. So a member
+takes the steps it would take alone in :func:`kdlib.train.train`; only the matrix products,
+the gradient (the same formula, other operations) and SGD's update (one call of PyTorch's
+fused kernel for all of a stack's tensors, :func:`stack_optimizer`) are computed another way,
+whose float32 rounding differs in the last bits. After one step a member's weights equal those of its
 run in ``train`` to float32 rounding; over thousands of steps such differences grow, as they
 do between two machines.
 
